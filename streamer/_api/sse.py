@@ -1,0 +1,98 @@
+"""Server-Sent Events: framing (sans-IO) and the per-job event stream.
+
+A stream first sends the job's current state, then a ``progress`` event per
+change (at most one per ``MIN_INTERVAL`` — changes in between are coalesced,
+never queued), a heartbeat comment every ``HEARTBEAT`` seconds of silence, and a
+final ``complete`` / ``error`` / ``cancelled`` event, after which it ends. The
+engine wakes the stream on change; nothing polls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+from .._engine import Job, JobStatus
+
+MIN_INTERVAL = 0.1
+HEARTBEAT = 15.0
+HEARTBEAT_FRAME = b": heartbeat\n\n"
+
+_FINAL_TYPES = {
+    JobStatus.COMPLETED: "complete",
+    JobStatus.FAILED: "error",
+    JobStatus.CANCELLED: "cancelled",
+}
+
+
+def frame(data: dict[str, Any], *, event_id: int) -> bytes:
+    """One SSE message: ``id:`` and a single ``data:`` line (JSON has no newlines)."""
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return f"id: {event_id}\ndata: {payload}\n\n".encode()
+
+
+def job_event(job: Job) -> dict[str, Any]:
+    """The event describing ``job`` now, typed by its status as seed 000 lists."""
+    event: dict[str, Any] = {"type": _FINAL_TYPES.get(job.status, "progress"), "job": job.to_json()}
+    current = job.current
+    if current is not None and not job.status.finished:
+        event["currentFile"] = {
+            "path": current.source,
+            "loaded": current.loaded,
+            "total": current.size,
+            "status": current.status.value,
+        }
+    if job.status is JobStatus.FAILED:
+        errors = event["job"]["errors"]
+        event["error"] = errors[0]["message"] if errors else "transfer failed"
+    return event
+
+
+async def job_stream(
+    job: Job,
+    closing: trio.Event,
+    *,
+    min_interval: float = MIN_INTERVAL,
+    heartbeat: float = HEARTBEAT,
+) -> AsyncIterator[bytes]:
+    """Yield SSE frames for ``job`` until it finishes or ``closing`` is set."""
+    event_id = 0
+    last_sent = -math.inf
+    while True:
+        changed = job.changed
+        event_id += 1
+        last_sent = trio.current_time()
+        yield frame(job_event(job), event_id=event_id)
+        if job.status.finished:
+            return
+        while True:
+            outcome = await _wait_change(changed, closing, heartbeat)
+            if outcome == "closing":
+                return
+            if outcome == "changed":
+                break
+            yield HEARTBEAT_FRAME
+        await trio.sleep_until(last_sent + min_interval)
+
+
+async def _wait_change(changed: trio.Event, closing: trio.Event, heartbeat: float) -> str:
+    """``"changed"``, ``"closing"`` or ``"timeout"``, whichever comes first."""
+    if closing.is_set():
+        return "closing"
+    result = "timeout"
+    with trio.move_on_after(heartbeat):
+        async with trio.open_nursery() as nursery:
+
+            async def wait(event: trio.Event, name: str) -> None:
+                nonlocal result
+                await event.wait()
+                result = name
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait, changed, "changed")
+            nursery.start_soon(wait, closing, "closing")
+    return result

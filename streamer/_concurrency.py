@@ -1,0 +1,49 @@
+"""Small structured-concurrency helpers shared by the engine, pipeline and storages."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import TypeVarTuple, Unpack
+
+import trio
+
+CLEANUP_SECONDS = 15.0
+
+Ts = TypeVarTuple("Ts")
+
+
+async def cleanup(fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: *Ts) -> None:
+    """Run ``fn(*args)`` shielded from cancellation but bounded in time.
+
+    For ``finally`` blocks that must remove temporary state (temp files, staged
+    uploads) even while the surrounding job is being cancelled.
+    """
+    with trio.move_on_after(CLEANUP_SECONDS, shield=True):
+        await fn(*args)
+
+
+@asynccontextmanager
+async def open_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery whose failure surfaces as the causing exception, not a group.
+
+    Trio wraps a child's exception in an :class:`ExceptionGroup`; code that maps
+    errors (``except StreamerError``) wants the cause. When several children fail,
+    the first non-cancellation error wins: the others are usually its echoes
+    (broken channels, cancelled siblings).
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        errors = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+        raise (errors or leaves)[0] from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc

@@ -1,0 +1,244 @@
+"""Job and file state in SQLite (WAL), so jobs survive restarts.
+
+Writes are small and happen at state transitions (not per chunk); with WAL and
+``synchronous=NORMAL`` a commit does no fsync, so calls are made inline from the
+event loop. The store is the only module that speaks SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .jobs import FileStatus, FileTask, Job, JobError, JobStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    job_errors TEXT NOT NULL DEFAULT '[]',
+    total_files INTEGER NOT NULL DEFAULT 0,
+    total_bytes INTEGER NOT NULL DEFAULT 0,
+    files_completed INTEGER NOT NULL DEFAULT 0,
+    files_failed INTEGER NOT NULL DEFAULT 0,
+    files_skipped INTEGER NOT NULL DEFAULT 0,
+    bytes_transferred INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE TABLE IF NOT EXISTS files (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER,
+    status TEXT NOT NULL,
+    loaded INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
+    final_path TEXT,
+    error TEXT,
+    message TEXT,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_JOB_COLUMNS = (
+    "id, kind, status, spec, created_at, started_at, finished_at, job_errors, total_files, "
+    "total_bytes, files_completed, files_failed, files_skipped, bytes_transferred"
+)
+_FILE_COLUMNS = (
+    "idx, source, destination, size, mtime_ns, status, loaded, sha256, final_path, error, message"
+)
+
+
+class Store:
+    """SQLite-backed persistence of jobs, their files and runtime settings."""
+
+    def __init__(self, state_dir: str) -> None:
+        os.makedirs(state_dir, exist_ok=True)
+        self._db = sqlite3.connect(
+            os.path.join(state_dir, "streamer.db"), isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- jobs --------------------------------------------------------------
+
+    def insert_job(self, job: Job) -> None:
+        """Persist a new job and all its files in one transaction."""
+        with self._transaction():
+            self._db.execute(
+                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                self._job_row(job),
+            )
+            self._db.executemany(
+                f"INSERT INTO files (job_id, {_FILE_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+                ((job.id, *self._file_row(f)) for f in job.files),
+            )
+
+    def update_job(self, job: Job) -> None:
+        """Persist the job's status, times, errors and counters."""
+        row = self._job_row(job)
+        self._db.execute(
+            "UPDATE jobs SET status=?, started_at=?, finished_at=?, job_errors=?, total_files=?, "
+            "total_bytes=?, files_completed=?, files_failed=?, files_skipped=?, "
+            "bytes_transferred=? WHERE id=?",
+            (*row[2:3], *row[5:], job.id),
+        )
+
+    def update_file(self, job: Job, file: FileTask) -> None:
+        """Persist one file's state together with the job's counters."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE files SET status=?, loaded=?, sha256=?, final_path=?, error=?, message=? "
+                "WHERE job_id=? AND idx=?",
+                (
+                    file.status.value,
+                    file.loaded,
+                    file.sha256,
+                    file.final_path,
+                    file.error,
+                    file.message,
+                    job.id,
+                    file.index,
+                ),
+            )
+            self.update_job(job)
+
+    def load_job(self, job_id: str, *, with_files: bool) -> Job | None:
+        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        job = self._job_from_row(row)
+        if with_files:
+            job.files = self.load_files(job_id)
+        return job
+
+    def load_files(self, job_id: str) -> list[FileTask]:
+        rows = self._db.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE job_id=? ORDER BY idx", (job_id,)
+        )
+        return [FileTask(r[0], r[1], r[2], r[3], r[4], FileStatus(r[5]), *r[6:]) for r in rows]
+
+    def file_errors(self, job_id: str) -> list[JobError]:
+        rows = self._db.execute(
+            "SELECT source, error, message FROM files WHERE job_id=? AND status='error' "
+            "ORDER BY idx",
+            (job_id,),
+        )
+        return [JobError(r[0], r[1] or "error", r[2] or r[1] or "") for r in rows]
+
+    def list_jobs(self, statuses: Iterable[JobStatus] | None = None) -> list[Job]:
+        query = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        args: tuple[str, ...] = ()
+        if statuses is not None:
+            args = tuple(s.value for s in statuses)
+            query += f" WHERE status IN ({', '.join('?' * len(args))})"
+        rows = self._db.execute(query + " ORDER BY created_at, id", args)
+        return [self._job_from_row(r) for r in rows]
+
+    def delete_job(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+
+    def delete_finished_before(self, cutoff_ms: int) -> list[str]:
+        """Delete finished jobs that ended before ``cutoff_ms``; return their ids."""
+        finished = tuple(s.value for s in JobStatus if s.finished)
+        rows = self._db.execute(
+            f"SELECT id FROM jobs WHERE status IN ({', '.join('?' * len(finished))}) "
+            "AND finished_at < ?",
+            (*finished, cutoff_ms),
+        ).fetchall()
+        ids = [r[0] for r in rows]
+        with self._transaction():
+            self._db.executemany("DELETE FROM jobs WHERE id=?", ((i,) for i in ids))
+        return ids
+
+    # -- settings ----------------------------------------------------------
+
+    def get_setting(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_setting(self, key: str, value: Any) -> None:
+        self._db.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    # -- rows --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @staticmethod
+    def _job_row(job: Job) -> tuple[Any, ...]:
+        return (
+            job.id,
+            job.kind,
+            job.status.value,
+            json.dumps(job.spec),
+            job.created_at,
+            job.started_at,
+            job.finished_at,
+            json.dumps([e.to_json() for e in job.job_errors]),
+            job.total_files,
+            job.total_bytes,
+            job.files_completed,
+            job.files_failed,
+            job.files_skipped,
+            job.bytes_transferred,
+        )
+
+    @staticmethod
+    def _file_row(f: FileTask) -> tuple[Any, ...]:
+        return (
+            f.index,
+            f.source,
+            f.destination,
+            f.size,
+            f.mtime_ns,
+            f.status.value,
+            f.loaded,
+            f.sha256,
+            f.final_path,
+            f.error,
+            f.message,
+        )
+
+    @staticmethod
+    def _job_from_row(row: tuple[Any, ...]) -> Job:
+        job = Job(id=row[0], kind=row[1], spec=json.loads(row[3]), status=JobStatus(row[2]))
+        job.created_at, job.started_at, job.finished_at = row[4], row[5], row[6]
+        job.job_errors = [JobError(**e) for e in json.loads(row[7])]
+        (
+            job.total_files,
+            job.total_bytes,
+            job.files_completed,
+            job.files_failed,
+            job.files_skipped,
+            job.bytes_transferred,
+        ) = row[8:14]
+        return job

@@ -1,0 +1,142 @@
+"""Storage-to-storage transfers: the request's shape, its plan and its conflicts.
+
+A :class:`TransferSpec` is seed 000's request body. :func:`plan` walks its items
+into :class:`FileTask` s (files and whole directories, ``path`` relative to the
+source path); :func:`check_conflicts` answers the seed's check-conflicts call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .. import _paths
+from .._errors import BadRequest, SourceNotFound
+from .._storage import Conflict, Storage
+from .._storage.registry import Locations
+from .jobs import FileTask
+
+LARGE_FOLDER_FILES = 1000
+LARGE_FOLDER_BYTES = 10 * 2**30
+MAX_ITEMS = 10_000
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class Endpoint(msgspec.Struct, forbid_unknown_fields=True, rename="camel", frozen=True):
+    """A side of a transfer: ``{type, locationId, path}``."""
+
+    type: Literal["local", "s3"]
+    location_id: NonEmpty
+    path: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+class Item(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A file or directory to transfer, relative to the source path."""
+
+    path: Annotated[str, msgspec.Meta(max_length=4096)]
+    type: Literal["file", "directory"]
+
+
+class TransferSpec(msgspec.Struct, forbid_unknown_fields=True, rename="camel", frozen=True):
+    """The body of ``POST /api/transfer`` and ``POST /api/transfer/check-conflicts``.
+
+    ``conflictResolution`` defaults to ``skip``, which never destroys data.
+    """
+
+    source: Endpoint
+    destination: Endpoint
+    items: Annotated[list[Item], msgspec.Meta(min_length=1, max_length=MAX_ITEMS)]
+    conflict_resolution: Literal["overwrite", "skip", "rename"] = "skip"
+
+    @property
+    def conflict(self) -> Conflict:
+        return Conflict(self.conflict_resolution)
+
+    def to_json(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The storages of a transfer and the files it will copy."""
+
+    source: Storage
+    destination: Storage
+    files: list[FileTask]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def kind_of(spec: TransferSpec) -> str:
+    """Seed 001's transfer type for a storage-to-storage request."""
+    pair = (spec.source.type, spec.destination.type)
+    return {("local", "s3"): "s3-upload", ("s3", "local"): "s3-download"}.get(pair, "cross-storage")
+
+
+async def plan(spec: TransferSpec, locations: Locations) -> Plan:
+    """Resolve the storages and expand the items into files.
+
+    Raises 400s for bad paths, unknown locations or items of the wrong type, and
+    404 (:class:`SourceNotFound`) for an item that does not exist.
+    """
+    source = locations.get(spec.source.type, spec.source.location_id)
+    destination = locations.get(spec.destination.type, spec.destination.location_id)
+    source_base = _paths.clean_base(spec.source.path, what="source.path")
+    destination_base = _paths.clean_base(spec.destination.path, what="destination.path")
+    by_destination: dict[str, FileTask] = {}
+    for item in spec.items:
+        relative = _paths.clean_relative(item.path)
+        for entry_path, size, mtime_ns, sub in await _expand(source, source_base, relative, item):
+            target = _paths.join(destination_base, relative, sub)
+            if not target:
+                raise BadRequest("an item maps onto the destination root; name a file")
+            known = by_destination.get(target)
+            if known is not None and known.source != entry_path:
+                raise BadRequest(f"{known.source!r} and {entry_path!r} both map to {target!r}")
+            by_destination[target] = FileTask(
+                len(by_destination), entry_path, target, size, mtime_ns
+            )
+    return Plan(source, destination, list(by_destination.values()))
+
+
+async def _expand(
+    source: Storage, base: str, relative: str, item: Item
+) -> list[tuple[str, int, int | None, str]]:
+    """``(source path, size, mtime_ns, path below the item)`` for each file of an item."""
+    path = _paths.join(base, relative)
+    if item.type == "file":
+        entry = await source.stat(path)
+        if entry is None:
+            raise SourceNotFound(f"source file {path!r} does not exist")
+        if entry.is_dir:
+            raise BadRequest(f"{path!r} is a directory; send it with type 'directory'")
+        return [(path, entry.size, entry.mtime_ns, "")]
+    entries = await source.walk(path)
+    prefix = len(path) + 1 if path else 0
+    return [(e.path, e.size, e.mtime_ns, e.path[prefix:]) for e in entries]
+
+
+async def check_conflicts(spec: TransferSpec, locations: Locations) -> dict[str, Any]:
+    """Seed 000's check-conflicts answer: which files already exist at the destination."""
+    planned = await plan(spec, locations)
+    conflicts: list[str] = []
+    free: list[str] = []
+    for file in planned.files:
+        exists = await planned.destination.stat(file.destination) is not None
+        (conflicts if exists else free).append(file.source)
+    answer: dict[str, Any] = {"conflicts": conflicts, "nonConflicting": free}
+    count, total = len(planned.files), planned.total_bytes
+    if count > LARGE_FOLDER_FILES or total > LARGE_FOLDER_BYTES:
+        answer["warning"] = {
+            "type": "large_folder",
+            "fileCount": count,
+            "totalSize": total,
+            "message": f"This folder contains {count} files ({round(total / 2**30)} GB). "
+            "Transfer may take significant time.",
+        }
+    return answer

@@ -1,0 +1,119 @@
+"""The one error tree of streamer.
+
+Every failure that crosses a module boundary is a :class:`StreamerError`. Each
+subclass carries an HTTP ``status_code`` and a machine ``code``; the HTTP edge
+turns any of them into ``{"error": code, "message": text}`` with that status, and
+the engine records them on a job as ``{"file", "error", "message"}``. Nothing
+else in streamer catches exceptions broadly.
+"""
+
+from __future__ import annotations
+
+
+class StreamerError(Exception):
+    """Root of every error streamer raises on purpose.
+
+    ``code`` is a stable, machine-readable identifier (``snake_case`` for API
+    errors, the storage's own code such as ``NoSuchKey`` for storage errors).
+    """
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_json(self) -> dict[str, str]:
+        """The API's error body."""
+        return {"error": self.code, "message": self.message}
+
+
+# -- client errors (4xx) ---------------------------------------------------
+
+
+class BadRequest(StreamerError):
+    """The request is malformed or names something it may not."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class InvalidBody(BadRequest):
+    """The body is not JSON or does not match the endpoint's schema."""
+
+    code = "invalid_body"
+
+
+class InvalidPath(BadRequest):
+    """A client path is absolute, contains ``..`` or NUL, or escapes its root."""
+
+    code = "invalid_path"
+
+
+class UnknownLocation(BadRequest):
+    """A ``locationId`` names no configured location."""
+
+    code = "unknown_location"
+
+
+class UnsupportedStorage(BadRequest):
+    """A storage type this node cannot serve (not configured or not built)."""
+
+    code = "unsupported_storage"
+
+
+class Unauthorized(StreamerError):
+    """Missing, wrong or expired credentials."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(StreamerError):
+    """The named job, file or resource does not exist."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(StreamerError):
+    """The request clashes with the current state (e.g. cleanup of a running job)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(StreamerError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+# -- transfer errors (recorded on jobs; 5xx if they ever reach HTTP) --------
+
+
+class StorageError(StreamerError):
+    """A storage backend failed; ``code`` is the backend's own error code."""
+
+    status_code = 502
+    code = "StorageError"
+
+
+class SourceNotFound(StorageError):
+    status_code = 404
+    code = "NotFound"
+
+
+class ChecksumMismatch(StreamerError):
+    """Bytes did not hash to what was declared; nothing was committed."""
+
+    status_code = 422
+    code = "ChecksumMismatch"
+
+
+class ConfigError(StreamerError):
+    """The configuration is invalid; the message names the key."""
+
+    code = "config_error"

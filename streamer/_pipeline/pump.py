@@ -1,0 +1,80 @@
+"""Move one byte stream from a source through stages into a sink.
+
+Each stage runs in its own task, joined to the next by a channel of capacity
+one, so at most ``2 * (stages + 1)`` chunks are alive at a time whatever the
+stream's length: memory stays flat in file size while consecutive chunks are
+read, transformed and written concurrently. The first failure anywhere cancels
+the whole pump and propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Sequence
+from contextlib import aclosing
+from typing import Protocol
+
+import trio
+
+from .._concurrency import open_nursery
+
+
+class Stage(Protocol):
+    async def feed(self, chunk: bytes) -> bytes:
+        """Take the next chunk; return the bytes to pass on (may be empty)."""
+        ...
+
+    async def flush(self) -> bytes:
+        """End of stream: return any bytes still held (and finalise results)."""
+        ...
+
+
+class Sink(Protocol):
+    async def write(self, chunk: bytes) -> None: ...
+
+
+async def pump(source: AsyncIterable[bytes], stages: Sequence[Stage], sink: Sink) -> None:
+    """Drain ``source`` through ``stages`` (in order) into ``sink``.
+
+    Returns when the sink has been handed every byte, including what the stages
+    flushed; the caller then commits or aborts the sink.
+    """
+    async with open_nursery() as nursery:
+        send, receive = trio.open_memory_channel[bytes](1)
+        nursery.start_soon(_produce, source, send)
+        for stage in stages:
+            next_send, next_receive = trio.open_memory_channel[bytes](1)
+            nursery.start_soon(_transform, stage, receive, next_send)
+            receive = next_receive
+        nursery.start_soon(_consume, receive, sink)
+
+
+async def _produce(source: AsyncIterable[bytes], send: trio.MemorySendChannel[bytes]) -> None:
+    async with send:
+        if hasattr(source, "aclose"):
+            async with aclosing(source):  # type: ignore[type-var]
+                async for chunk in source:
+                    await send.send(chunk)
+        else:
+            async for chunk in source:
+                await send.send(chunk)
+
+
+async def _transform(
+    stage: Stage,
+    receive: trio.MemoryReceiveChannel[bytes],
+    send: trio.MemorySendChannel[bytes],
+) -> None:
+    async with receive, send:
+        async for chunk in receive:
+            out = await stage.feed(chunk)
+            if out:
+                await send.send(out)
+        tail = await stage.flush()
+        if tail:
+            await send.send(tail)
+
+
+async def _consume(receive: trio.MemoryReceiveChannel[bytes], sink: Sink) -> None:
+    async with receive:
+        async for chunk in receive:
+            await sink.write(chunk)

@@ -1,0 +1,91 @@
+"""The storage interface every backend implements.
+
+Storages know nothing of jobs or HTTP. They take *cleaned* relative paths (see
+:mod:`streamer._paths`) and guarantee two things: no path ever resolves outside
+the location's root, and nothing half-written is ever visible under its final
+name (writers stage bytes under a temporary name and publish on ``commit``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class Conflict(enum.StrEnum):
+    """What a writer does when its destination already exists."""
+
+    OVERWRITE = "overwrite"
+    SKIP = "skip"
+    RENAME = "rename"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One object in a storage: a file (or, from ``stat``, possibly a directory)."""
+
+    path: str
+    size: int
+    mtime_ns: int | None = None
+    is_dir: bool = False
+    sha256: str | None = None
+
+
+class Writer(Protocol):
+    """Stages one object's bytes; publishes them atomically on :meth:`commit`.
+
+    Exactly one of ``commit`` or ``abort`` ends a writer's life; ``abort`` is safe
+    to call after a failed ``commit`` and must be called from a ``finally``.
+    """
+
+    async def write(self, chunk: bytes) -> None:
+        """Append ``chunk``; may apply back-pressure by awaiting."""
+        ...
+
+    async def commit(self, *, sha256: str, mtime_ns: int | None) -> str | None:
+        """Publish the staged bytes, applying the writer's conflict policy.
+
+        Returns the final relative path (which differs from the requested one
+        under ``rename``), or ``None`` when ``skip`` found the destination taken
+        (the staged bytes are then discarded).
+        """
+        ...
+
+    async def abort(self) -> None:
+        """Discard the staged bytes; idempotent and safe after ``commit``."""
+        ...
+
+
+class Storage(Protocol):
+    """A location: a local directory or an S3 bucket."""
+
+    kind: str
+    location_id: str
+
+    async def stat(self, path: str) -> Entry | None:
+        """The entry at ``path``, or ``None`` when nothing is there."""
+        ...
+
+    async def walk(self, path: str) -> list[Entry]:
+        """Every file under the directory ``path``, recursively, sorted by path.
+
+        Paths in the result are relative to the location root. Symbolic links are
+        not followed. Raises :class:`~streamer._errors.SourceNotFound` when
+        ``path`` is not a directory.
+        """
+        ...
+
+    def read(self, path: str, *, chunk_size: int) -> AsyncIterator[bytes]:
+        """Stream the file at ``path`` in chunks of at most ``chunk_size`` bytes."""
+        ...
+
+    async def open_writer(self, path: str, *, conflict: Conflict, tag: str) -> Writer:
+        """Start writing ``path``. ``tag`` names the staging object so a later
+        :meth:`sweep` (after a crash) can find and remove it."""
+        ...
+
+    async def sweep(self, path: str, *, tag: str) -> None:
+        """Remove whatever a writer opened with ``tag`` for ``path`` left behind."""
+        ...

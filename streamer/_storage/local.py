@@ -1,0 +1,253 @@
+"""Local directory storage: rooted, no symlink escapes, temp + fsync + atomic rename."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat as stat_mod
+from collections.abc import AsyncIterator
+
+import trio
+
+from .. import _paths
+from .._errors import InvalidPath, SourceNotFound, StorageError
+from .base import Conflict, Entry
+
+TEMP_PREFIX = ".streamer-"
+TEMP_SUFFIX = ".part"
+MAX_RENAME_ATTEMPTS = 10_000
+
+
+def temp_name(tag: str) -> str:
+    """The staging file name a writer tagged ``tag`` uses beside its destination."""
+    return f"{TEMP_PREFIX}{tag}{TEMP_SUFFIX}"
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def _os_error(exc: OSError, path: str) -> StorageError:
+    """Map an OSError to a StorageError whose code names the errno."""
+    if exc.errno == errno.ENOENT:
+        return SourceNotFound(f"{path}: no such file or directory")
+    name = errno.errorcode.get(exc.errno or 0, "EIO")
+    return StorageError(f"{path}: {exc.strerror or exc}", code=name)
+
+
+class LocalStorage:
+    """A directory on this machine, addressed by cleaned relative paths.
+
+    Every path is resolved (following symlinks) and must stay inside the root;
+    a path that resolves outside raises :class:`InvalidPath`. Walks do not follow
+    symlinks and never list staging files.
+    """
+
+    kind = "local"
+
+    def __init__(self, location_id: str, root: str | os.PathLike[str]) -> None:
+        self.location_id = location_id
+        self.root = os.path.realpath(root)
+
+    # -- paths -------------------------------------------------------------
+
+    def resolve(self, path: str) -> str:
+        """Absolute OS path for the cleaned relative ``path``, checked to stay inside."""
+        joined = os.path.join(self.root, path) if path else self.root
+        real = os.path.realpath(joined)
+        if real != self.root and not real.startswith(self.root + os.sep):
+            raise InvalidPath(f"path {path!r} leads outside location {self.location_id!r}")
+        return real
+
+    # -- reading -----------------------------------------------------------
+
+    async def stat(self, path: str) -> Entry | None:
+        real = self.resolve(path)
+        try:
+            st = await trio.to_thread.run_sync(os.stat, real)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        is_dir = stat_mod.S_ISDIR(st.st_mode)
+        return Entry(path, 0 if is_dir else st.st_size, st.st_mtime_ns, is_dir)
+
+    async def walk(self, path: str) -> list[Entry]:
+        real = self.resolve(path)
+        return await trio.to_thread.run_sync(self._walk_sync, real, path)
+
+    def _walk_sync(self, real: str, path: str) -> list[Entry]:
+        if not os.path.isdir(real):
+            raise SourceNotFound(f"{path or '/'}: not a directory")
+        found: list[Entry] = []
+        stack = [(real, path)]
+        while stack:
+            directory, rel = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    entries = list(it)
+            except OSError as exc:
+                raise _os_error(exc, rel) from exc
+            for entry in entries:
+                child = _paths.join(rel, entry.name)
+                if entry.is_symlink() or is_temp_name(entry.name):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, child))
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    found.append(Entry(child, st.st_size, st.st_mtime_ns))
+        found.sort(key=lambda e: e.path)
+        return found
+
+    async def read(self, path: str, *, chunk_size: int) -> AsyncIterator[bytes]:
+        real = self.resolve(path)
+        try:
+            f = await trio.to_thread.run_sync(open, real, "rb", 0)
+        except IsADirectoryError as exc:
+            raise SourceNotFound(f"{path}: is a directory, not a file") from exc
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        try:
+            while True:
+                chunk = await trio.to_thread.run_sync(f.read, chunk_size)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            f.close()
+
+    # -- writing -----------------------------------------------------------
+
+    async def open_writer(self, path: str, *, conflict: Conflict, tag: str) -> LocalWriter:
+        if not path:
+            raise InvalidPath("cannot write to the location root itself")
+        real = self.resolve(path)
+        parent = os.path.dirname(real)
+        try:
+            await trio.to_thread.run_sync(self._make_parents, parent, path)
+            temp = os.path.join(parent, temp_name(tag))
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = await trio.to_thread.run_sync(os.open, temp, flags, 0o666)
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        return LocalWriter(self, path, temp, fd, conflict)
+
+    def _make_parents(self, parent: str, path: str) -> None:
+        os.makedirs(parent, exist_ok=True)
+        # A symlink could have raced in between resolve() and makedirs().
+        if os.path.realpath(parent) != parent:
+            raise InvalidPath(f"path {path!r} changed while being resolved")
+
+    async def sweep(self, path: str, *, tag: str) -> None:
+        temp = os.path.join(os.path.dirname(self.resolve(path)), temp_name(tag))
+        with contextlib.suppress(FileNotFoundError):
+            await trio.to_thread.run_sync(os.unlink, temp)
+
+
+class LocalWriter:
+    """Writes to ``.streamer-<tag>.part`` beside the destination; see :class:`Writer`."""
+
+    def __init__(
+        self, storage: LocalStorage, path: str, temp: str, fd: int, conflict: Conflict
+    ) -> None:
+        self._storage = storage
+        self._path = path
+        self._temp = temp
+        self._fd: int | None = fd
+        self._conflict = conflict
+        self._published = False
+
+    async def write(self, chunk: bytes) -> None:
+        assert self._fd is not None, "write after commit/abort"
+        await trio.to_thread.run_sync(_write_all, self._fd, chunk)
+
+    async def commit(self, *, sha256: str, mtime_ns: int | None) -> str | None:
+        del sha256  # local files carry no metadata; the engine records the hash
+        assert self._fd is not None, "commit after commit/abort"
+        try:
+            final = await trio.to_thread.run_sync(self._commit_sync, mtime_ns)
+        except OSError as exc:
+            raise _os_error(exc, self._path) from exc
+        self._published = final is not None
+        return final
+
+    def _commit_sync(self, mtime_ns: int | None) -> str | None:
+        fd, self._fd = self._fd, None
+        assert fd is not None
+        try:
+            os.fsync(fd)
+            if mtime_ns is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
+        final = self._publish()
+        if final is not None:
+            _fsync_dir(os.path.dirname(self._temp))
+        return final
+
+    def _publish(self) -> str | None:
+        """Move the temp file to its final name under the conflict policy."""
+        real = self._storage.resolve(self._path)
+        if self._conflict is Conflict.OVERWRITE:
+            if os.path.isdir(real):
+                raise StorageError(f"{self._path}: a directory is in the way", code="EISDIR")
+            os.replace(self._temp, real)
+            return self._path
+        candidates = [self._path]
+        if self._conflict is Conflict.RENAME:
+            candidates += (_paths.renamed(self._path, n) for n in range(1, MAX_RENAME_ATTEMPTS))
+        for candidate in candidates:
+            if _move_no_replace(self._temp, self._storage.resolve(candidate)):
+                return candidate
+        os.unlink(self._temp)
+        if self._conflict is Conflict.SKIP:
+            return None
+        raise StorageError(f"{self._path}: no free name for rename", code="EEXIST")
+
+    async def abort(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if not self._published:
+            with contextlib.suppress(FileNotFoundError):
+                await trio.to_thread.run_sync(os.unlink, self._temp)
+            self._published = True  # nothing left to remove
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _move_no_replace(source: str, target: str) -> bool:
+    """Move ``source`` to ``target`` unless ``target`` exists; False (nothing moved) if it does.
+
+    Atomic through link + unlink; on filesystems without hard links it falls back
+    to check-then-rename, which is best effort.
+    """
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if os.path.lexists(target):
+            return False
+        os.rename(source, target)
+        return True
+    os.unlink(source)
+    return True
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
