@@ -7,6 +7,7 @@ import errno
 import os
 import stat as stat_mod
 from collections.abc import AsyncIterator
+from typing import BinaryIO
 
 import trio
 
@@ -71,6 +72,8 @@ class LocalStorage:
         except OSError as exc:
             raise _os_error(exc, path) from exc
         is_dir = stat_mod.S_ISDIR(st.st_mode)
+        if not (is_dir or stat_mod.S_ISREG(st.st_mode)):
+            raise SourceNotFound(f"{path}: not a regular file or directory")
         return Entry(path, 0 if is_dir else st.st_size, st.st_mtime_ns, is_dir)
 
     async def walk(self, path: str) -> list[Entry]:
@@ -104,11 +107,11 @@ class LocalStorage:
     async def read(self, path: str, *, chunk_size: int) -> AsyncIterator[bytes]:
         real = self.resolve(path)
         try:
-            f = await trio.to_thread.run_sync(open, real, "rb", 0)
-        except IsADirectoryError as exc:
-            raise SourceNotFound(f"{path}: is a directory, not a file") from exc
+            f = await trio.to_thread.run_sync(_open_regular, real)
         except OSError as exc:
             raise _os_error(exc, path) from exc
+        if f is None:
+            raise SourceNotFound(f"{path}: not a regular file")
         try:
             while True:
                 chunk = await trio.to_thread.run_sync(f.read, chunk_size)
@@ -215,6 +218,17 @@ class LocalWriter:
             with contextlib.suppress(FileNotFoundError):
                 await trio.to_thread.run_sync(os.unlink, self._temp)
             self._published = True  # nothing left to remove
+
+
+def _open_regular(real: str) -> BinaryIO | None:
+    """Open a regular file for reading; ``None`` for anything else (FIFOs, devices
+    and directories would hang or never end). O_NONBLOCK keeps a FIFO from
+    blocking the open itself; it has no effect on regular files."""
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb", buffering=0)
 
 
 def _write_all(fd: int, data: bytes) -> None:

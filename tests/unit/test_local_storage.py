@@ -1,0 +1,110 @@
+"""LocalStorage: rooted paths, atomic publication, conflicts, staging cleanup."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from streamer._errors import InvalidPath, SourceNotFound
+from streamer._storage import Conflict, LocalStorage
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    (tmp_path / "root").mkdir()
+    return LocalStorage("local-0", tmp_path / "root")
+
+
+async def write(storage: LocalStorage, path: str, data: bytes, conflict: Conflict) -> str | None:
+    writer = await storage.open_writer(path, conflict=conflict, tag="t")
+    try:
+        await writer.write(data)
+        return await writer.commit(sha256="x", mtime_ns=1_600_000_000_123_456_789)
+    finally:
+        await writer.abort()
+
+
+async def test_write_publishes_atomically_with_mtime(storage: LocalStorage) -> None:
+    root = Path(storage.root)
+    writer = await storage.open_writer("a/b/file.bin", conflict=Conflict.OVERWRITE, tag="t")
+    await writer.write(b"hello ")
+    await writer.write(b"world")
+    assert not (root / "a/b/file.bin").exists()  # nothing visible before commit
+    assert [p.name for p in (root / "a/b").iterdir()] == [".streamer-t.part"]
+    assert await writer.commit(sha256="x", mtime_ns=1_600_000_000_123_456_789) == "a/b/file.bin"
+    await writer.abort()  # safe after commit: must not delete the published file
+    assert (root / "a/b/file.bin").read_bytes() == b"hello world"
+    assert os.stat(root / "a/b/file.bin").st_mtime_ns == 1_600_000_000_123_456_789
+    assert [p.name for p in (root / "a/b").iterdir()] == ["file.bin"]
+
+
+async def test_abort_removes_staging(storage: LocalStorage) -> None:
+    writer = await storage.open_writer("f", conflict=Conflict.OVERWRITE, tag="t")
+    await writer.write(b"partial")
+    await writer.abort()
+    assert os.listdir(storage.root) == []
+
+
+async def test_conflict_policies(storage: LocalStorage) -> None:
+    root = Path(storage.root)
+    (root / "m.bin").write_bytes(b"old")
+    assert await write(storage, "m.bin", b"skip", Conflict.SKIP) is None
+    assert (root / "m.bin").read_bytes() == b"old"
+    assert await write(storage, "m.bin", b"r1", Conflict.RENAME) == "m (1).bin"
+    assert await write(storage, "m.bin", b"r2", Conflict.RENAME) == "m (2).bin"
+    assert await write(storage, "m.bin", b"new", Conflict.OVERWRITE) == "m.bin"
+    assert (root / "m.bin").read_bytes() == b"new"
+    assert (root / "m (1).bin").read_bytes() == b"r1"
+    assert sorted(os.listdir(root)) == ["m (1).bin", "m (2).bin", "m.bin"]
+
+
+async def test_symlinks_cannot_lead_outside(storage: LocalStorage, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    os.symlink(outside, Path(storage.root) / "escape")
+    os.symlink(outside / "secret", Path(storage.root) / "secret-link")
+    with pytest.raises(InvalidPath):
+        await storage.stat("escape/secret")
+    with pytest.raises(InvalidPath):
+        await storage.open_writer("escape/new", conflict=Conflict.OVERWRITE, tag="t")
+    with pytest.raises(InvalidPath):
+        await storage.stat("secret-link")
+    assert os.listdir(outside) == ["secret"]
+
+
+async def test_walk_lists_files_only_without_symlinks_or_staging(storage: LocalStorage) -> None:
+    root = Path(storage.root)
+    (root / "d/e").mkdir(parents=True)
+    (root / "d/one").write_bytes(b"1")
+    (root / "d/e/two").write_bytes(b"22")
+    (root / "d/.streamer-x.part").write_bytes(b"staging")
+    os.symlink(root / "d/one", root / "d/link")
+    entries = await storage.walk("d")
+    assert [(e.path, e.size) for e in entries] == [("d/e/two", 2), ("d/one", 1)]
+    with pytest.raises(SourceNotFound):
+        await storage.walk("d/one")
+
+
+async def test_read_streams_in_chunks(storage: LocalStorage) -> None:
+    (Path(storage.root) / "f").write_bytes(b"abcdefghij")
+    chunks = [c async for c in storage.read("f", chunk_size=4)]
+    assert chunks == [b"abcd", b"efgh", b"ij"]
+    with pytest.raises(SourceNotFound):
+        [c async for c in storage.read("missing", chunk_size=4)]
+
+
+async def test_read_refuses_special_files(storage: LocalStorage) -> None:
+    os.mkfifo(Path(storage.root) / "fifo")
+    with trio.fail_after(5), pytest.raises(SourceNotFound, match="regular file"):
+        [c async for c in storage.read("fifo", chunk_size=4)]
+
+
+async def test_sweep_removes_what_a_crash_left(storage: LocalStorage) -> None:
+    (Path(storage.root) / "sub").mkdir()
+    (Path(storage.root) / "sub/.streamer-job-3.part").write_bytes(b"junk")
+    await storage.sweep("sub/file", tag="job-3")
+    assert os.listdir(Path(storage.root) / "sub") == []
