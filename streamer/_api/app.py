@@ -61,7 +61,16 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 
 def error_response(error: StreamerError) -> Response:
-    return json_response(error.to_json(), error.status_code)
+    return _closing_if_unread(json_response(error.to_json(), error.status_code))
+
+
+def _closing_if_unread(response: Response) -> Response:
+    """An error may be answered before the request body was read; the connection
+    then cannot be reused safely (the unread bytes would be parsed as the next
+    request), so ask the server to close it."""
+    if request.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in request.headers:
+        response.headers["Connection"] = "close"
+    return response
 
 
 def redact(path_and_query: str) -> str:
@@ -120,7 +129,8 @@ def create_app(svc: Services, *, public_endpoints: frozenset[str] = frozenset())
     async def on_http_error(error: HTTPException) -> Response:
         code = re.sub(r"\W+", "_", (error.name or "error").lower()).strip("_")
         status = error.code or 500
-        return json_response({"error": code, "message": error.description or code}, status)
+        body = {"error": code, "message": error.description or code}
+        return _closing_if_unread(json_response(body, status))
 
     @app.errorhandler(Exception)
     async def on_crash(error: Exception) -> Response:
