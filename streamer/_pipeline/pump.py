@@ -27,6 +27,10 @@ class Stage(Protocol):
         """End of stream: return any bytes still held (and finalise results)."""
         ...
 
+    def close(self) -> None:
+        """Release resources (threads, native contexts); called after success or failure."""
+        ...
+
 
 class Sink(Protocol):
     async def write(self, chunk: bytes) -> None: ...
@@ -38,14 +42,18 @@ async def pump(source: AsyncIterable[bytes], stages: Sequence[Stage], sink: Sink
     Returns when the sink has been handed every byte, including what the stages
     flushed; the caller then commits or aborts the sink.
     """
-    async with open_nursery() as nursery:
-        send, receive = trio.open_memory_channel[bytes](1)
-        nursery.start_soon(_produce, source, send)
+    try:
+        async with open_nursery() as nursery:
+            send, receive = trio.open_memory_channel[bytes](1)
+            nursery.start_soon(_produce, source, send)
+            for stage in stages:
+                next_send, next_receive = trio.open_memory_channel[bytes](1)
+                nursery.start_soon(_transform, stage, receive, next_send)
+                receive = next_receive
+            nursery.start_soon(_consume, receive, sink)
+    finally:
         for stage in stages:
-            next_send, next_receive = trio.open_memory_channel[bytes](1)
-            nursery.start_soon(_transform, stage, receive, next_send)
-            receive = next_receive
-        nursery.start_soon(_consume, receive, sink)
+            stage.close()
 
 
 async def _produce(source: AsyncIterable[bytes], send: trio.MemorySendChannel[bytes]) -> None:

@@ -35,6 +35,9 @@ class Upper:
     async def flush(self) -> bytes:
         return b"!"
 
+    def close(self) -> None:
+        pass
+
 
 async def test_bytes_arrive_in_order_hashed_and_counted() -> None:
     chunks = [bytes([i]) * (100_000 + i) for i in range(20)]  # big enough for the thread path
