@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeVarTuple, Unpack
+from typing import TypeVar, TypeVarTuple, Unpack
 
 import trio
 
 CLEANUP_SECONDS = 15.0
 
 Ts = TypeVarTuple("Ts")
+T = TypeVar("T")
 
 
 async def cleanup(fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: *Ts) -> None:
@@ -39,6 +40,25 @@ async def open_nursery() -> AsyncIterator[trio.Nursery]:
         leaves = list(_leaves(group))
         errors = [e for e in leaves if not isinstance(e, trio.Cancelled)]
         raise (errors or leaves)[0] from None
+
+
+async def for_each(
+    items: Sequence[T], limit: int, action: Callable[[T], Awaitable[object]]
+) -> None:
+    """Run ``action(item)`` for every item, at most ``limit`` at a time, in order of
+    start. The first failure cancels the rest and propagates."""
+    send, receive = trio.open_memory_channel[T](len(items))
+    async with send:
+        for item in items:
+            send.send_nowait(item)
+
+    async def worker() -> None:
+        async for item in receive:
+            await action(item)
+
+    async with receive, open_nursery() as nursery:
+        for _ in range(min(limit, len(items))):
+            nursery.start_soon(worker)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:

@@ -8,9 +8,8 @@ published only after every byte was hashed and the size matched the plan.
 from __future__ import annotations
 
 import msgspec
-import trio
 
-from .._concurrency import cleanup, open_nursery
+from .._concurrency import cleanup, for_each, open_nursery
 from .._errors import StorageError, StreamerError
 from .._pipeline import Progress, Sha256, pump
 from .._storage import Conflict, Storage
@@ -19,7 +18,11 @@ from .engine import JobControl
 from .jobs import FileTask, Job
 from .transfer import TransferSpec
 
-FILES_IN_FLIGHT = 4
+# Small files are many and cheap in memory: copy many at once so their fsyncs share
+# journal commits. Big files are few and hold several chunks each: copy few at once.
+SMALL_FILES_IN_FLIGHT = 16
+LARGE_FILES_IN_FLIGHT = 2
+SMALL_FILE = 8 << 20
 SMALL_CHUNK = 1 << 20
 LARGE_CHUNK = 4 << 20
 LARGE_FILE = 64 << 20
@@ -39,9 +42,8 @@ class CopyRunner:
 
     resumable = True
 
-    def __init__(self, locations: Locations, *, files_in_flight: int = FILES_IN_FLIGHT) -> None:
+    def __init__(self, locations: Locations) -> None:
         self._locations = locations
-        self._files_in_flight = files_in_flight
 
     def _storages(self, job: Job) -> tuple[Storage, Storage, Conflict]:
         spec = msgspec.convert(job.spec, TransferSpec)
@@ -58,18 +60,15 @@ class CopyRunner:
     async def run(self, job: Job, control: JobControl) -> None:
         source, destination, conflict = self._storages(job)
         todo = [f for f in job.files if not f.status.finished]
-        send, receive = trio.open_memory_channel[FileTask](len(todo))
-        async with send:
-            for file in todo:
-                send.send_nowait(file)
+        small = [f for f in todo if f.size < SMALL_FILE]
+        large = [f for f in todo if f.size >= SMALL_FILE]
 
-        async def worker() -> None:
-            async for file in receive:
-                await self._copy(job, file, source, destination, conflict, control)
+        async def copy(file: FileTask) -> None:
+            await self._copy(job, file, source, destination, conflict, control)
 
-        async with receive, open_nursery() as nursery:
-            for _ in range(min(self._files_in_flight, len(todo))):
-                nursery.start_soon(worker)
+        async with open_nursery() as nursery:
+            nursery.start_soon(for_each, small, SMALL_FILES_IN_FLIGHT, copy)
+            nursery.start_soon(for_each, large, LARGE_FILES_IN_FLIGHT, copy)
 
     async def _copy(
         self,

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 SETTING_MAX_CONCURRENT = "maxConcurrentTransfers"
 MAX_CONCURRENT_RANGE = range(1, 65)
 SWEEP_INTERVAL_SECONDS = 3600.0
+# Finished files are persisted in batches (one transaction per interval): a crash
+# loses at most this much bookkeeping, and those files are simply copied again.
+PERSIST_INTERVAL_SECONDS = 0.25
 
 
 class Runner(Protocol):
@@ -55,15 +58,15 @@ class JobControl:
     """A runner's handle on its job: every state change goes through here."""
 
     def __init__(self, engine: Engine, job: Job) -> None:
-        self._store = engine.store
+        self._engine = engine
         self.job = job
 
     def file_started(self, file: FileTask) -> None:
+        """In-memory only: an unfinished file is redone from scratch after a restart."""
         file.status = FileStatus.TRANSFERRING
         self.job.bytes_transferred -= file.loaded
         file.loaded = 0
         self.job.current = file
-        self._store.update_file(self.job, file)
         self.job.touch()
 
     def file_progress(self, file: FileTask, loaded: int) -> None:
@@ -93,7 +96,7 @@ class JobControl:
 
     def _finish(self, file: FileTask, status: FileStatus) -> None:
         file.status = status
-        self._store.update_file(self.job, file)
+        self._engine.persist_soon(self.job, file)
         self.job.touch()
 
 
@@ -124,6 +127,7 @@ class Engine:
         self._retention_ms = int(retention_hours * 3_600_000)
         self._running: dict[str, _Running] = {}
         self._nursery: trio.Nursery | None = None
+        self._unsaved: dict[tuple[str, int], tuple[Job, FileTask]] = {}
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -140,10 +144,12 @@ class Engine:
                 for job in self.store.list_jobs([JobStatus.PENDING, JobStatus.IN_PROGRESS]):
                     await self._resume(job)
                 nursery.start_soon(self._sweep_loop)
+                nursery.start_soon(self._persist_loop)
                 task_status.started()
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+                self.persist_now()
 
     async def _resume(self, summary: Job) -> None:
         runner = self._runners.get(summary.kind)
@@ -173,6 +179,21 @@ class Engine:
         while True:
             await trio.sleep(min(SWEEP_INTERVAL_SECONDS, max(self._retention_ms / 4000, 1.0)))
             self.sweep_expired()
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await trio.sleep(PERSIST_INTERVAL_SECONDS)
+            self.persist_now()
+
+    def persist_soon(self, job: Job, file: FileTask) -> None:
+        """Queue a file's new state for the next batched write."""
+        self._unsaved[(job.id, file.index)] = (job, file)
+
+    def persist_now(self) -> None:
+        """Write every queued file state (and its job's counters) in one transaction."""
+        if self._unsaved:
+            changes, self._unsaved = list(self._unsaved.values()), {}
+            self.store.update_files(changes)
 
     def sweep_expired(self) -> list[str]:
         """Delete finished jobs that ended more than ``retention_hours`` ago."""
@@ -223,6 +244,7 @@ class Engine:
             if final is not None:
                 self._settle(job, final)
             else:  # shutdown: keep it resumable
+                self.persist_now()
                 self.store.update_job(job)
 
     def _settle(self, job: Job, status: JobStatus) -> None:
@@ -230,8 +252,9 @@ class Engine:
             for file in job.files:
                 if not file.status.finished:
                     file.status, file.loaded = FileStatus.CANCELLED, 0
-                    self.store.update_file(job, file)
+                    self.persist_soon(job, file)
             job.recount()
+        self.persist_now()
         job.status = status
         job.current = None
         job.finished_at = now_ms()

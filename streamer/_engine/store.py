@@ -12,9 +12,20 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
-from .jobs import FileStatus, FileTask, Job, JobError, JobStatus
+from .jobs import FileStatus, FileTask, Job, JobError, JobStatus, now_ms
+
+
+class Callback(NamedTuple):
+    """A queued Panel callback (see :mod:`streamer._node.panel`)."""
+
+    id: int
+    job_id: str
+    server: str
+    outcome: str
+    created_at: int
+    attempts: int
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -50,6 +61,20 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (job_id, idx)
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS panel_callbacks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    server TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS transfer_tokens (
+    key TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 """
 
 _JOB_COLUMNS = (
@@ -101,24 +126,30 @@ class Store:
             (*row[2:3], *row[5:], job.id),
         )
 
-    def update_file(self, job: Job, file: FileTask) -> None:
-        """Persist one file's state together with the job's counters."""
+    def update_files(self, changes: Iterable[tuple[Job, FileTask]]) -> None:
+        """Persist file states and their jobs' counters in one transaction."""
+        changes = list(changes)
+        jobs = {job.id: job for job, _ in changes}
         with self._transaction():
-            self._db.execute(
+            self._db.executemany(
                 "UPDATE files SET status=?, loaded=?, sha256=?, final_path=?, error=?, message=? "
                 "WHERE job_id=? AND idx=?",
                 (
-                    file.status.value,
-                    file.loaded,
-                    file.sha256,
-                    file.final_path,
-                    file.error,
-                    file.message,
-                    job.id,
-                    file.index,
+                    (
+                        f.status.value,
+                        f.loaded,
+                        f.sha256,
+                        f.final_path,
+                        f.error,
+                        f.message,
+                        j.id,
+                        f.index,
+                    )
+                    for j, f in changes
                 ),
             )
-            self.update_job(job)
+            for job in jobs.values():
+                self.update_job(job)
 
     def load_job(self, job_id: str, *, with_files: bool) -> Job | None:
         row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -180,6 +211,56 @@ class Store:
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, json.dumps(value)),
         )
+
+    # -- node transfers: Panel callback outbox, used transfer tokens -------
+
+    def add_callback(self, job_id: str, server: str, outcome: str) -> bool:
+        """Queue a Panel callback (one per job: ``False`` if the job already has one).
+        A ``success`` drops the server's undelivered ``failure`` callbacks."""
+        with self._transaction():
+            if outcome == "success":
+                self._db.execute(
+                    "DELETE FROM panel_callbacks WHERE server=? AND outcome='failure'", (server,)
+                )
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO panel_callbacks (job_id, server, outcome, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (job_id, server, outcome, now_ms()),
+            )
+        return cursor.rowcount > 0
+
+    def pending_callbacks(self) -> list[Callback]:
+        rows = self._db.execute(
+            "SELECT id, job_id, server, outcome, created_at, attempts FROM panel_callbacks "
+            "ORDER BY id"
+        )
+        return [Callback(*r) for r in rows]
+
+    def callback_attempted(self, callback_id: int, attempts: int, error: str) -> None:
+        self._db.execute(
+            "UPDATE panel_callbacks SET attempts=?, last_error=? WHERE id=?",
+            (attempts, error[:500], callback_id),
+        )
+
+    def delete_callback(self, callback_id: int) -> None:
+        self._db.execute("DELETE FROM panel_callbacks WHERE id=?", (callback_id,))
+
+    def token_state(self, key: str) -> str | None:
+        """What happened to a transfer token (``None``: unknown or expired)."""
+        row = self._db.execute(
+            "SELECT state FROM transfer_tokens WHERE key=? AND expires_at>=?", (key, now_ms())
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_token_state(self, key: str, state: str, expires_at_ms: int) -> None:
+        """Remember a token's ``state`` until it expires; forget expired tokens."""
+        with self._transaction():
+            self._db.execute("DELETE FROM transfer_tokens WHERE expires_at<?", (now_ms(),))
+            self._db.execute(
+                "INSERT INTO transfer_tokens (key, state, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET state=excluded.state",
+                (key, state, expires_at_ms),
+            )
 
     # -- rows --------------------------------------------------------------
 

@@ -34,14 +34,20 @@ class Sha256:
         self._hash = hashlib.sha256()
         self._max_pending = max_pending
         self._hasher: _BackgroundHasher | None = None
+        self._seen_big_chunk = False
         self.hexdigest: str | None = None
 
     async def feed(self, chunk: bytes) -> bytes:
-        if self._hasher is None and len(chunk) < _THREAD_MIN_BYTES:
+        if self._hasher is not None:
+            await self._hasher.submit(chunk)
+        elif len(chunk) < _THREAD_MIN_BYTES:
             self._hash.update(chunk)
+        elif not self._seen_big_chunk:
+            # A one-chunk file is common: one thread hop, no thread of its own.
+            self._seen_big_chunk = True
+            await trio.to_thread.run_sync(self._hash.update, chunk)
         else:
-            if self._hasher is None:
-                self._hasher = _BackgroundHasher(self._hash, self._max_pending)
+            self._hasher = _BackgroundHasher(self._hash, self._max_pending)
             await self._hasher.submit(chunk)
         return chunk
 

@@ -14,6 +14,7 @@ import trio
 from .. import _paths
 from .._errors import InvalidPath, SourceNotFound, StorageError
 from .base import Conflict, Entry
+from .writeback import Writeback
 
 TEMP_PREFIX = ".streamer-"
 TEMP_SUFFIX = ".part"
@@ -54,8 +55,26 @@ class LocalStorage:
     # -- paths -------------------------------------------------------------
 
     def resolve(self, path: str) -> str:
-        """Absolute OS path for the cleaned relative ``path``, checked to stay inside."""
-        joined = os.path.join(self.root, path) if path else self.root
+        """Absolute OS path for the cleaned relative ``path``, checked to stay inside.
+
+        Blocking (one ``lstat`` per existing component): call it from a worker thread.
+        The root is already real, so only the relative part is walked; the first
+        symlink met hands over to ``realpath`` and the containment check.
+        """
+        current = self.root
+        parts = path.split("/") if path else []
+        for i, part in enumerate(parts):
+            candidate = os.path.join(current, part)
+            try:
+                mode = os.lstat(candidate).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return os.path.join(candidate, *parts[i + 1 :])
+            if stat_mod.S_ISLNK(mode):
+                return self._resolve_links(os.path.join(candidate, *parts[i + 1 :]), path)
+            current = candidate
+        return current
+
+    def _resolve_links(self, joined: str, path: str) -> str:
         real = os.path.realpath(joined)
         if real != self.root and not real.startswith(self.root + os.sep):
             raise InvalidPath(f"path {path!r} leads outside location {self.location_id!r}")
@@ -64,10 +83,9 @@ class LocalStorage:
     # -- reading -----------------------------------------------------------
 
     async def stat(self, path: str) -> Entry | None:
-        real = self.resolve(path)
         try:
-            st = await trio.to_thread.run_sync(os.stat, real)
-        except FileNotFoundError:
+            st = await trio.to_thread.run_sync(lambda: os.stat(self.resolve(path)))
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             raise _os_error(exc, path) from exc
@@ -77,10 +95,10 @@ class LocalStorage:
         return Entry(path, 0 if is_dir else st.st_size, st.st_mtime_ns, is_dir)
 
     async def walk(self, path: str) -> list[Entry]:
-        real = self.resolve(path)
-        return await trio.to_thread.run_sync(self._walk_sync, real, path)
+        return await trio.to_thread.run_sync(self._walk_sync, path)
 
-    def _walk_sync(self, real: str, path: str) -> list[Entry]:
+    def _walk_sync(self, path: str) -> list[Entry]:
+        real = self.resolve(path)
         if not os.path.isdir(real):
             raise SourceNotFound(f"{path or '/'}: not a directory")
         found: list[Entry] = []
@@ -105,19 +123,25 @@ class LocalStorage:
         return found
 
     async def read(self, path: str, *, chunk_size: int) -> AsyncIterator[bytes]:
-        real = self.resolve(path)
+        """Chunks of the file; the open and the first read share one thread hop, and a
+        short read ends the stream (regular files only return short at EOF)."""
+
+        def open_and_read() -> tuple[BinaryIO | None, bytes]:
+            f = _open_regular(self.resolve(path))
+            return (f, f.read(chunk_size)) if f is not None else (None, b"")
+
         try:
-            f = await trio.to_thread.run_sync(_open_regular, real)
+            f, chunk = await trio.to_thread.run_sync(open_and_read)
         except OSError as exc:
             raise _os_error(exc, path) from exc
         if f is None:
             raise SourceNotFound(f"{path}: not a regular file")
         try:
-            while True:
-                chunk = await trio.to_thread.run_sync(f.read, chunk_size)
-                if not chunk:
-                    return
+            while chunk:
                 yield chunk
+                if len(chunk) < chunk_size:
+                    return
+                chunk = await trio.to_thread.run_sync(f.read, chunk_size)
         finally:
             f.close()
 
@@ -126,27 +150,30 @@ class LocalStorage:
     async def open_writer(self, path: str, *, conflict: Conflict, tag: str) -> LocalWriter:
         if not path:
             raise InvalidPath("cannot write to the location root itself")
-        real = self.resolve(path)
-        parent = os.path.dirname(real)
         try:
-            await trio.to_thread.run_sync(self._make_parents, parent, path)
-            temp = os.path.join(parent, temp_name(tag))
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = await trio.to_thread.run_sync(os.open, temp, flags, 0o666)
+            temp, fd = await trio.to_thread.run_sync(self._open_temp, path, tag)
         except OSError as exc:
             raise _os_error(exc, path) from exc
         return LocalWriter(self, path, temp, fd, conflict)
 
-    def _make_parents(self, parent: str, path: str) -> None:
-        os.makedirs(parent, exist_ok=True)
-        # A symlink could have raced in between resolve() and makedirs().
-        if os.path.realpath(parent) != parent:
-            raise InvalidPath(f"path {path!r} changed while being resolved")
+    def _open_temp(self, path: str, tag: str) -> tuple[str, int]:
+        parent = os.path.dirname(self.resolve(path))
+        if not os.path.isdir(parent):
+            os.makedirs(parent, exist_ok=True)
+            # A symlink could have raced in between resolve() and makedirs().
+            if os.path.realpath(parent) != parent:
+                raise InvalidPath(f"path {path!r} changed while being resolved")
+        temp = os.path.join(parent, temp_name(tag))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        return temp, os.open(temp, flags, 0o666)
 
     async def sweep(self, path: str, *, tag: str) -> None:
-        temp = os.path.join(os.path.dirname(self.resolve(path)), temp_name(tag))
-        with contextlib.suppress(FileNotFoundError):
-            await trio.to_thread.run_sync(os.unlink, temp)
+        def remove() -> None:
+            temp = os.path.join(os.path.dirname(self.resolve(path)), temp_name(tag))
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                os.unlink(temp)
+
+        await trio.to_thread.run_sync(remove)
 
 
 class LocalWriter:
@@ -161,10 +188,18 @@ class LocalWriter:
         self._fd: int | None = fd
         self._conflict = conflict
         self._published = False
+        self._writeback = Writeback(fd)
 
     async def write(self, chunk: bytes) -> None:
         assert self._fd is not None, "write after commit/abort"
-        await trio.to_thread.run_sync(_write_all, self._fd, chunk)
+        await trio.to_thread.run_sync(self._write_sync, self._fd, chunk)
+
+    def _write_sync(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        self._writeback.wrote(len(data))
 
     async def commit(self, *, sha256: str, mtime_ns: int | None) -> str | None:
         del sha256  # local files carry no metadata; the engine records the hash
@@ -229,13 +264,6 @@ def _open_regular(real: str) -> BinaryIO | None:
         os.close(fd)
         return None
     return os.fdopen(fd, "rb", buffering=0)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _move_no_replace(source: str, target: str) -> bool:
