@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from .._concurrency import cleanup, for_each, open_nursery
-from .._errors import StorageError, StreamerError
+from .._errors import ChecksumMismatch, StorageError, StreamerError
 from .._pipeline import Progress, Sha256, pump
 from .._storage import Conflict, Storage
 from .._storage.registry import Locations
@@ -47,8 +47,8 @@ class CopyRunner:
 
     def _storages(self, job: Job) -> tuple[Storage, Storage, Conflict]:
         spec = msgspec.convert(job.spec, TransferSpec)
-        source = self._locations.get(spec.source.type, spec.source.location_id)
-        destination = self._locations.get(spec.destination.type, spec.destination.location_id)
+        source = self._locations.source(spec.source)
+        destination = self._locations.destination(spec.destination)
         return source, destination, spec.conflict
 
     async def recover(self, job: Job) -> None:
@@ -99,6 +99,11 @@ class CopyRunner:
                         code="SourceChanged",
                     )
                 assert digest.hexdigest is not None
+                if file.expected_sha256 and file.expected_sha256 != digest.hexdigest:
+                    raise ChecksumMismatch(
+                        f"{file.source}: content hashes to {digest.hexdigest}, "
+                        f"the source declares {file.expected_sha256}"
+                    )
                 final = await writer.commit(sha256=digest.hexdigest, mtime_ns=file.mtime_ns)
             finally:
                 await cleanup(writer.abort)

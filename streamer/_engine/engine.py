@@ -14,6 +14,7 @@ first sweeps what the interrupted files left behind).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class _Running:
     job: Job
     scope: trio.CancelScope
     cancel_requested: bool = False
+    limited: bool = True
 
 
 class Engine:
@@ -204,17 +206,21 @@ class Engine:
 
     # -- jobs --------------------------------------------------------------
 
-    def submit(self, job: Job) -> None:
-        """Persist ``job`` and queue it; it starts when the limiter allows."""
+    def submit(self, job: Job, *, limited: bool = True) -> None:
+        """Persist ``job`` and queue it; it starts when the limiter allows.
+
+        ``limited=False`` starts it at once, outside ``max_concurrent`` (node
+        transfers: a receive must not stall its sender behind local copies).
+        """
         runner = self._runners[job.kind]
         job.recount()
         self.store.insert_job(job)
-        self._start(job, runner)
+        self._start(job, runner, limited=limited)
 
-    def _start(self, job: Job, runner: Runner) -> None:
+    def _start(self, job: Job, runner: Runner, *, limited: bool = True) -> None:
         if self._nursery is None:
             raise StreamerError("the engine is not running", code="shutting_down")
-        running = _Running(job, trio.CancelScope())
+        running = _Running(job, trio.CancelScope(), limited=limited)
         self._running[job.id] = running
         self._nursery.start_soon(self._run_job, running, runner, name=f"job {job.id}")
 
@@ -223,7 +229,7 @@ class Engine:
         final: JobStatus | None = None
         try:
             with running.scope:
-                async with self._limiter:
+                async with self._limiter if running.limited else contextlib.nullcontext():
                     job.status = JobStatus.IN_PROGRESS
                     job.started_at = job.started_at or now_ms()
                     self.store.update_job(job)

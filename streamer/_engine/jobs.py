@@ -66,6 +66,8 @@ class FileTask:
     final_path: str | None = None
     error: str | None = None
     message: str | None = None
+    #: What the source says the content hashes to (S3 metadata, Hub LFS pointer).
+    expected_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {

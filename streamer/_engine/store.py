@@ -27,6 +27,7 @@ class Callback(NamedTuple):
     created_at: int
     attempts: int
 
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS files (
     final_path TEXT,
     error TEXT,
     message TEXT,
+    expected_sha256 TEXT,
     PRIMARY KEY (job_id, idx)
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,7 +84,8 @@ _JOB_COLUMNS = (
     "total_bytes, files_completed, files_failed, files_skipped, bytes_transferred"
 )
 _FILE_COLUMNS = (
-    "idx, source, destination, size, mtime_ns, status, loaded, sha256, final_path, error, message"
+    "idx, source, destination, size, mtime_ns, status, loaded, sha256, final_path, error, message, "
+    "expected_sha256"
 )
 
 
@@ -112,7 +115,7 @@ class Store:
                 self._job_row(job),
             )
             self._db.executemany(
-                f"INSERT INTO files (job_id, {_FILE_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+                f"INSERT INTO files (job_id, {_FILE_COLUMNS}) VALUES ({', '.join('?' * 13)})",
                 ((job.id, *self._file_row(f)) for f in job.files),
             )
 
@@ -307,6 +310,7 @@ class Store:
             f.final_path,
             f.error,
             f.message,
+            f.expected_sha256,
         )
 
     @staticmethod

@@ -14,7 +14,7 @@ import msgspec
 
 from .. import _paths
 from .._errors import BadRequest, SourceNotFound
-from .._storage import Conflict, Storage
+from .._storage import Conflict, Entry, Storage
 from .._storage.registry import Locations
 from .jobs import FileTask
 
@@ -25,12 +25,47 @@ MAX_ITEMS = 10_000
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 
 
-class Endpoint(msgspec.Struct, forbid_unknown_fields=True, rename="camel", frozen=True):
-    """A side of a transfer: ``{type, locationId, path}``."""
+class _Side(
+    msgspec.Struct, forbid_unknown_fields=True, rename="camel", frozen=True, tag_field="type"
+):
+    """Either side of a transfer, told apart by its ``type`` field."""
 
-    type: Literal["local", "s3"]
+
+class LocationEndpoint(_Side):
+    """A configured location: ``{type, locationId, path}`` (for S3 the id is the bucket)."""
+
     location_id: NonEmpty
     path: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+class LocalEndpoint(LocationEndpoint, tag="local"):
+    pass
+
+
+class S3Endpoint(LocationEndpoint, tag="s3"):
+    pass
+
+
+class HuggingFaceSource(_Side, tag="huggingface"):
+    """A Hugging Face Hub repository: every file of ``revision``, or only ``files``."""
+
+    repo: Annotated[str, msgspec.Meta(pattern=r"^[\w.-]+(/[\w.-]+)?$", max_length=200)]
+    revision: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "main"
+    files: list[Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]] | None = None
+    repo_type: Literal["model", "dataset", "space"] = "model"
+
+
+class UrlSource(_Side, tag="url"):
+    """Plain HTTP(S) files, each saved under the last segment of its URL path."""
+
+    urls: Annotated[
+        list[Annotated[str, msgspec.Meta(pattern=r"^https?://", max_length=8192)]],
+        msgspec.Meta(min_length=1, max_length=MAX_ITEMS),
+    ]
+
+
+Source = LocalEndpoint | S3Endpoint | HuggingFaceSource | UrlSource
+Destination = LocalEndpoint | S3Endpoint
 
 
 class Item(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -43,12 +78,14 @@ class Item(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class TransferSpec(msgspec.Struct, forbid_unknown_fields=True, rename="camel", frozen=True):
     """The body of ``POST /api/transfer`` and ``POST /api/transfer/check-conflicts``.
 
+    ``items`` are required for location sources (local, s3) and ignored by
+    imports (huggingface, url), which name their files themselves.
     ``conflictResolution`` defaults to ``skip``, which never destroys data.
     """
 
-    source: Endpoint
-    destination: Endpoint
-    items: Annotated[list[Item], msgspec.Meta(min_length=1, max_length=MAX_ITEMS)]
+    source: Source
+    destination: Destination
+    items: Annotated[list[Item], msgspec.Meta(max_length=MAX_ITEMS)] = []
     conflict_resolution: Literal["overwrite", "skip", "rename"] = "skip"
 
     @property
@@ -73,41 +110,61 @@ class Plan:
 
 
 def kind_of(spec: TransferSpec) -> str:
-    """Seed 001's transfer type for a storage-to-storage request."""
-    pair = (spec.source.type, spec.destination.type)
-    return {("local", "s3"): "s3-upload", ("s3", "local"): "s3-download"}.get(pair, "cross-storage")
+    """Seed 001's transfer type for a request."""
+    source, destination = spec.source, spec.destination
+    if isinstance(source, HuggingFaceSource):
+        return "huggingface"
+    if isinstance(source, UrlSource):
+        return "url"
+    if isinstance(source, LocalEndpoint) and isinstance(destination, S3Endpoint):
+        return "s3-upload"
+    if isinstance(source, S3Endpoint) and isinstance(destination, LocalEndpoint):
+        return "s3-download"
+    return "cross-storage"
 
 
 async def plan(spec: TransferSpec, locations: Locations) -> Plan:
-    """Resolve the storages and expand the items into files.
+    """Resolve the storages and expand the request into files.
 
     Raises 400s for bad paths, unknown locations or items of the wrong type, and
     404 (:class:`SourceNotFound`) for an item that does not exist.
     """
-    source = locations.get(spec.source.type, spec.source.location_id)
-    destination = locations.get(spec.destination.type, spec.destination.location_id)
-    source_base = _paths.clean_base(spec.source.path, what="source.path")
+    source = locations.source(spec.source)
+    destination = locations.destination(spec.destination)
     destination_base = _paths.clean_base(spec.destination.path, what="destination.path")
     by_destination: dict[str, FileTask] = {}
-    for item in spec.items:
-        relative = _paths.clean_relative(item.path)
-        for entry_path, size, mtime_ns, sub in await _expand(source, source_base, relative, item):
-            target = _paths.join(destination_base, relative, sub)
-            if not target:
-                raise BadRequest("an item maps onto the destination root; name a file")
-            known = by_destination.get(target)
-            if known is not None and known.source != entry_path:
-                raise BadRequest(f"{known.source!r} and {entry_path!r} both map to {target!r}")
-            by_destination[target] = FileTask(
-                len(by_destination), entry_path, target, size, mtime_ns
-            )
+
+    def add(entry: Entry, target: str) -> None:
+        if not target:
+            raise BadRequest("an item maps onto the destination root; name a file")
+        known = by_destination.get(target)
+        if known is not None and known.source != entry.path:
+            raise BadRequest(f"{known.source!r} and {entry.path!r} both map to {target!r}")
+        by_destination[target] = FileTask(
+            len(by_destination),
+            entry.path,
+            target,
+            entry.size,
+            entry.mtime_ns,
+            expected_sha256=entry.sha256,
+        )
+
+    if isinstance(spec.source, LocationEndpoint):
+        if not spec.items:
+            raise BadRequest("items: name at least one file or directory to transfer")
+        source_base = _paths.clean_base(spec.source.path, what="source.path")
+        for item in spec.items:
+            relative = _paths.clean_relative(item.path)
+            for entry, below in await _expand(source, source_base, relative, item):
+                add(entry, _paths.join(destination_base, relative, below))
+    else:  # imports list their own files, already as clean relative paths
+        for entry in await source.walk(""):
+            add(entry, _paths.join(destination_base, _paths.clean_relative(entry.path)))
     return Plan(source, destination, list(by_destination.values()))
 
 
-async def _expand(
-    source: Storage, base: str, relative: str, item: Item
-) -> list[tuple[str, int, int | None, str]]:
-    """``(source path, size, mtime_ns, path below the item)`` for each file of an item."""
+async def _expand(source: Storage, base: str, relative: str, item: Item) -> list[tuple[Entry, str]]:
+    """Each file of an item with its path below the item."""
     path = _paths.join(base, relative)
     if item.type == "file":
         entry = await source.stat(path)
@@ -115,10 +172,10 @@ async def _expand(
             raise SourceNotFound(f"source file {path!r} does not exist")
         if entry.is_dir:
             raise BadRequest(f"{path!r} is a directory; send it with type 'directory'")
-        return [(path, entry.size, entry.mtime_ns, "")]
+        return [(entry, "")]
     entries = await source.walk(path)
     prefix = len(path) + 1 if path else 0
-    return [(e.path, e.size, e.mtime_ns, e.path[prefix:]) for e in entries]
+    return [(e, e.path[prefix:]) for e in entries]
 
 
 async def check_conflicts(spec: TransferSpec, locations: Locations) -> dict[str, Any]:

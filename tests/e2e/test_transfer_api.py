@@ -212,7 +212,7 @@ def test_concurrency_limit_queues_jobs_and_applies_at_once(node: Node) -> None:
         (b"{}", 400, "invalid_body"),
         (transfer_body([{"path": "a", "type": "symlink"}]), 400, "invalid_body"),
         (transfer_body([FILE], conflict="merge"), 400, "invalid_body"),
-        (transfer_body([]), 400, "invalid_body"),
+        (transfer_body([]), 400, "bad_request"),
         ({**transfer_body([FILE]), "extra": 1}, 400, "invalid_body"),
         (transfer_body([{"path": "../etc/passwd", "type": "file"}]), 400, "invalid_path"),
         (transfer_body([{"path": "/etc/passwd", "type": "file"}]), 400, "invalid_path"),
