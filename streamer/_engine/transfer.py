@@ -31,22 +31,22 @@ class _Side(
     """Either side of a transfer, told apart by its ``type`` field."""
 
 
-class LocationEndpoint(_Side):
+class LocationEndpoint(_Side, frozen=True):
     """A configured location: ``{type, locationId, path}`` (for S3 the id is the bucket)."""
 
     location_id: NonEmpty
     path: Annotated[str, msgspec.Meta(max_length=4096)] = ""
 
 
-class LocalEndpoint(LocationEndpoint, tag="local"):
+class LocalEndpoint(LocationEndpoint, tag="local", frozen=True):
     pass
 
 
-class S3Endpoint(LocationEndpoint, tag="s3"):
+class S3Endpoint(LocationEndpoint, tag="s3", frozen=True):
     pass
 
 
-class HuggingFaceSource(_Side, tag="huggingface"):
+class HuggingFaceSource(_Side, tag="huggingface", frozen=True):
     """A Hugging Face Hub repository: every file of ``revision``, or only ``files``."""
 
     repo: Annotated[str, msgspec.Meta(pattern=r"^[\w.-]+(/[\w.-]+)?$", max_length=200)]
@@ -55,7 +55,7 @@ class HuggingFaceSource(_Side, tag="huggingface"):
     repo_type: Literal["model", "dataset", "space"] = "model"
 
 
-class UrlSource(_Side, tag="url"):
+class UrlSource(_Side, tag="url", frozen=True):
     """Plain HTTP(S) files, each saved under the last segment of its URL path."""
 
     urls: Annotated[

@@ -1,0 +1,491 @@
+"""A small S3 client: SigV4-signed requests over httpx, retries, the operations streamer uses.
+
+Requests are signed by botocore's :class:`~botocore.auth.S3SigV4Auth` (no
+hand-rolled crypto) with the SHA-256 of the payload, which every request has
+because bodies are always in memory (a part at most): S3 rejects a body that
+does not hash to the signed value, so uploads are integrity-checked on the wire.
+
+Every operation here is idempotent for streamer's purposes (a retried part
+upload or complete lands the same bytes under the same key), so every request
+is retried on connection errors, 5xx (but 501), 429 and S3's throttling codes,
+with exponential backoff and full jitter. Sleeps use :func:`trio.sleep`, so a
+``MockClock`` drives them; :attr:`S3Client.retries` counts the retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+import trio
+from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
+from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+
+from .._concurrency import open_nursery
+from . import s3xml
+from .s3errors import S3Error, S3NotFound, code_for_status, s3_error, transport_errors
+from .s3object import ObjectInfo, close_response, read_range
+from .s3settings import MiB, S3Settings
+
+T = TypeVar("T")
+
+MAX_RESPONSE_BYTES = 16 * MiB  # cap on buffered (XML) response bodies
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_THREAD_HASH_BYTES = 256 * 1024
+
+
+class _Signer(S3SigV4Auth):  # type: ignore[misc]
+    """S3 SigV4 with a payload hash computed by the caller (in a thread, once per body)."""
+
+    def payload(self, request: AWSRequest) -> str:
+        return str(request.context["payload_sha256"])
+
+
+async def sha256_hex(data: bytes) -> str:
+    """SHA-256 of ``data``, hashed in a worker thread when it is large."""
+    if len(data) < _THREAD_HASH_BYTES:
+        return hashlib.sha256(data).hexdigest()
+    return await trio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    bucket: str
+    key: str = ""
+    query: Sequence[tuple[str, str]] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    payload_sha256: str = EMPTY_SHA256
+
+    def describe(self) -> str:
+        return f"{self.method} s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+class _Body(httpx.AsyncByteStream):
+    """A request body sent in one piece.
+
+    httpx wraps ``content=bytes`` in an async generator, which trio reports as
+    unclosed when a send is cancelled; this iterator is a plain object.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _Once(self._data)
+
+
+class _Once:
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
+
+
+def _meta_headers(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {f"x-amz-meta-{name}": value for name, value in metadata.items()}
+
+
+def _copy_source(bucket: str, key: str) -> str:
+    return quote(f"{bucket}/{key}", safe="/~")
+
+
+class S3Client:
+    """Speaks S3 to one endpoint; use as ``async with S3Client(settings) as client``.
+
+    Inside the ``async with`` the client owns a connection pool and a service
+    nursery (:attr:`nursery`) in which storages run per-transfer background
+    tasks (part uploads, prefetches); leaving it cancels what is still running.
+    ``transport`` replaces the network, for tests.
+    """
+
+    def __init__(
+        self, settings: S3Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.settings = settings
+        self.retries = 0
+        self._signer = _Signer(settings.credentials(), "s3", settings.region)
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            ),
+            follow_redirects=False,
+        )
+        self._stack = AsyncExitStack()
+        self._nursery: trio.Nursery | None = None
+
+    async def __aenter__(self) -> Self:
+        await self._stack.enter_async_context(self._http)
+        self._nursery = await self._stack.enter_async_context(open_nursery())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+            self._nursery = None
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The service nursery for background tasks (only inside ``async with``)."""
+        if self._nursery is None:
+            raise RuntimeError("S3Client used outside its 'async with' block")
+        return self._nursery
+
+    # -- transport, signing, retries ------------------------------------------
+
+    def url(self, bucket: str, key: str = "", query: Sequence[tuple[str, str]] = ()) -> str:
+        """The request URL: path- or virtual-host-style, key and query percent-encoded."""
+        base = self.settings.endpoint
+        path = quote(key, safe="/~")
+        if self.settings.addressing_style == "virtual":
+            parts = urlsplit(base)
+            url = f"{parts.scheme}://{bucket}.{parts.netloc}{parts.path}/{path}"
+        else:
+            url = f"{base}/{bucket}/{path}" if key else f"{base}/{bucket}"
+        if query:
+            url += "?" + "&".join(
+                f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
+                for name, value in sorted(query)
+            )
+        return url
+
+    async def _send(self, req: _Request) -> httpx.Response:
+        """One signed attempt; returns the response with its body unread."""
+        url = self.url(req.bucket, req.key, req.query)
+        signed = AWSRequest(method=req.method, url=url, headers=dict(req.headers))
+        signed.context["payload_sha256"] = req.payload_sha256
+        self._signer.add_auth(signed)
+        headers = dict(signed.headers.items())
+        headers["Accept-Encoding"] = "identity"  # bytes exactly as stored
+        if req.method in ("PUT", "POST"):
+            headers["Content-Length"] = str(len(req.body))
+        request = self._http.build_request(req.method, url, headers=headers)
+        if req.method in ("PUT", "POST"):  # same request, body as a _Body
+            request = httpx.Request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                stream=_Body(req.body),
+                extensions=request.extensions,
+            )
+        with transport_errors(req.describe()):
+            return await self._http.send(request, stream=True)
+
+    async def _read_body(self, response: httpx.Response, req: _Request) -> bytes:
+        """The whole body, at most MAX_RESPONSE_BYTES; read to the end (see s3object)."""
+        if req.method == "HEAD":
+            return b""  # Content-Length is the object's size; there is no body
+        too_large = S3Error(
+            f"{req.describe()}: response body over {MAX_RESPONSE_BYTES} bytes",
+            code="ResponseTooLarge",
+            status=response.status_code,
+        )
+        if int(response.headers.get("content-length", "0")) > MAX_RESPONSE_BYTES:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        with transport_errors(req.describe()):
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise too_large  # a server lying about Content-Length
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _error(self, req: _Request, status: int, body: bytes) -> S3Error:
+        parsed = s3xml.parse_error(body) if body else None
+        if parsed is not None:
+            code, message = parsed
+        else:
+            code = code_for_status(status)
+            message = f"{req.describe()}: HTTP {status}"
+        return s3_error(message, code=code, status=status)
+
+    async def backoff(self, failures: int) -> None:
+        """Count one retry and sleep: full jitter over ``base * 2**(failures - 1)``, capped."""
+        self.retries += 1
+        ceiling = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (failures - 1))
+        await trio.sleep(random.uniform(0, ceiling))
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        failures = 0
+        while True:
+            try:
+                return await attempt()
+            except S3Error as error:
+                if not error.retryable or failures >= self.settings.max_retries:
+                    raise
+            failures += 1
+            await self.backoff(failures)
+
+    async def _call(
+        self, req: _Request, *, ok: Sequence[int] = (200,), error_in_body: bool = False
+    ) -> _Reply:
+        """Send ``req`` (with retries) and read the whole (capped) response body.
+
+        ``error_in_body``: a 200 may carry an ``<Error>`` document (Complete, Copy).
+        """
+
+        async def attempt() -> _Reply:
+            response = await self._send(req)
+            try:
+                body = await self._read_body(response, req)
+            finally:
+                await close_response(response)
+            if response.status_code not in ok:
+                raise self._error(req, response.status_code, body)
+            if error_in_body and (parsed := s3xml.parse_error(body)) is not None:
+                raise s3_error(parsed[1], code=parsed[0], status=response.status_code)
+            return _Reply(response.status_code, response.headers, body)
+
+        return await self._retrying(attempt)
+
+    async def _open(self, req: _Request, *, ok: Sequence[int]) -> httpx.Response:
+        """Send ``req`` (with retries) and return the response with its body still unread."""
+
+        async def attempt() -> httpx.Response:
+            response = await self._send(req)
+            if response.status_code in ok:
+                return response
+            try:
+                body = await self._read_body(response, req)
+            finally:
+                await close_response(response)
+            raise self._error(req, response.status_code, body)
+
+        return await self._retrying(attempt)
+
+    # -- buckets and listings -------------------------------------------------
+
+    async def head_bucket(self, bucket: str) -> None:
+        """Raises ``NoSuchBucket`` (a :class:`S3NotFound`) or ``AccessDenied`` unless reachable."""
+        try:
+            await self._call(_Request("HEAD", bucket))
+        except S3Error as exc:
+            if exc.status == 404:
+                raise s3_error(
+                    "The specified bucket does not exist", code="NoSuchBucket", status=404
+                ) from None
+            raise
+
+    async def list_objects_page(
+        self, bucket: str, prefix: str, *, token: str | None = None, max_keys: int | None = None
+    ) -> s3xml.ObjectPage:
+        """One ListObjectsV2 page of the keys starting with ``prefix``."""
+        query = [
+            ("list-type", "2"),
+            ("prefix", prefix),
+            ("max-keys", str(max_keys or self.settings.list_page_size)),
+            ("encoding-type", "url"),
+        ]
+        if token is not None:
+            query.append(("continuation-token", token))
+        reply = await self._call(_Request("GET", bucket, query=query))
+        return s3xml.parse_object_page(reply.body)
+
+    async def list_objects(self, bucket: str, prefix: str) -> list[s3xml.ObjectSummary]:
+        """Every key starting with ``prefix``, following continuation tokens."""
+        found: list[s3xml.ObjectSummary] = []
+        token: str | None = None
+        while True:
+            page = await self.list_objects_page(bucket, prefix, token=token)
+            found += page.objects
+            if page.next_token is None:
+                return found
+            token = page.next_token
+
+    async def list_multipart_uploads(self, bucket: str, prefix: str) -> list[s3xml.UploadSummary]:
+        """Every in-progress multipart upload whose key starts with ``prefix``."""
+        found: list[s3xml.UploadSummary] = []
+        markers: list[tuple[str, str]] = []
+        while True:
+            query = [("uploads", ""), ("prefix", prefix), ("encoding-type", "url"), *markers]
+            page = s3xml.parse_upload_page(
+                (await self._call(_Request("GET", bucket, query=query))).body
+            )
+            found += page.uploads
+            if page.next_key_marker is None:
+                return found
+            markers = [("key-marker", page.next_key_marker)]
+            if page.next_upload_id_marker:
+                markers.append(("upload-id-marker", page.next_upload_id_marker))
+
+    # -- objects --------------------------------------------------------------
+
+    async def head_object(self, bucket: str, key: str) -> ObjectInfo | None:
+        """The object's size, ETag and metadata; ``None`` on 404 (no key, or no bucket)."""
+        reply = await self._call(_Request("HEAD", bucket, key), ok=(200, 404))
+        if reply.status == 404:
+            return None
+        return ObjectInfo.from_headers(reply.headers, int(reply.headers.get("content-length", 0)))
+
+    async def get_response(self, bucket: str, key: str, headers: dict[str, str]) -> httpx.Response:
+        """A GET with ``headers`` (retried) whose 200/206 response body is still unread."""
+        return await self._open(_Request("GET", bucket, key, headers=headers), ok=(200, 206))
+
+    async def get_range(
+        self, bucket: str, key: str, *, start: int, end: int, etag: str | None = None
+    ) -> tuple[ObjectInfo, bytearray]:
+        """Bytes ``[start, end)`` of an object, resuming after drops; see :func:`read_range`."""
+        return await read_range(self, bucket, key, start=start, end=end, etag=etag)
+
+    async def put_object(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        *,
+        metadata: Mapping[str, str],
+        payload_sha256: str | None = None,
+        if_none_match: bool = False,
+    ) -> str:
+        """Store ``body`` under ``key``; returns the ETag.
+
+        ``if_none_match``: only if the key does not exist (else ``PreconditionFailed``).
+        """
+        headers = _meta_headers(metadata)
+        if if_none_match:
+            headers["If-None-Match"] = "*"
+        digest = payload_sha256 or await sha256_hex(body)
+        req = _Request("PUT", bucket, key, headers=headers, body=body, payload_sha256=digest)
+        return str((await self._call(req)).headers.get("etag", ""))
+
+    async def delete_object(self, bucket: str, key: str) -> None:
+        """Delete ``key``; deleting a missing key succeeds."""
+        await self._call(_Request("DELETE", bucket, key), ok=(200, 204))
+
+    async def copy_object(
+        self,
+        bucket: str,
+        key: str,
+        source_bucket: str,
+        source_key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        source_etag: str | None = None,
+        if_none_match: bool = False,
+    ) -> str:
+        """Server-side copy (up to 5 GiB) within this endpoint; returns the new ETag.
+
+        ``metadata`` replaces the source's user metadata; ``source_etag`` pins the source.
+        """
+        headers = {"x-amz-copy-source": _copy_source(source_bucket, source_key)}
+        if metadata is not None:
+            headers |= _meta_headers(metadata) | {"x-amz-metadata-directive": "REPLACE"}
+        if source_etag:
+            headers["x-amz-copy-source-if-match"] = source_etag
+        if if_none_match:
+            headers["If-None-Match"] = "*"
+        reply = await self._call(_Request("PUT", bucket, key, headers=headers), error_in_body=True)
+        return s3xml.parse_etag(reply.body)
+
+    # -- multipart uploads ----------------------------------------------------
+
+    async def create_multipart_upload(
+        self, bucket: str, key: str, *, metadata: Mapping[str, str]
+    ) -> str:
+        """Start a multipart upload to ``key``; returns its upload id."""
+        req = _Request(
+            "POST", bucket, key, query=[("uploads", "")], headers=_meta_headers(metadata)
+        )
+        return s3xml.parse_upload_id((await self._call(req)).body)
+
+    async def upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: bytes
+    ) -> str:
+        """Upload part ``number`` (1-based); returns its ETag."""
+        query = [("partNumber", str(number)), ("uploadId", upload_id)]
+        req = _Request(
+            "PUT", bucket, key, query=query, body=body, payload_sha256=await sha256_hex(body)
+        )
+        return str((await self._call(req)).headers.get("etag", ""))
+
+    async def upload_part_copy(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        *,
+        source_bucket: str,
+        source_key: str,
+        start: int,
+        end: int,
+        source_etag: str | None = None,
+    ) -> str:
+        """Make part ``number`` from bytes ``[start, end)`` of another object; returns its ETag."""
+        headers = {
+            "x-amz-copy-source": _copy_source(source_bucket, source_key),
+            "x-amz-copy-source-range": f"bytes={start}-{end - 1}",
+        }
+        if source_etag:
+            headers["x-amz-copy-source-if-match"] = source_etag
+        query = [("partNumber", str(number)), ("uploadId", upload_id)]
+        req = _Request("PUT", bucket, key, query=query, headers=headers)
+        return s3xml.parse_etag((await self._call(req, error_in_body=True)).body)
+
+    async def complete_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        etags: list[str],
+        *,
+        if_none_match: bool = False,
+    ) -> str:
+        """Assemble parts 1..n (``etags`` in order) into the object; returns its ETag.
+
+        ``if_none_match``: only if the key does not exist (else ``PreconditionFailed``).
+        """
+        body = s3xml.complete_body(etags)
+        headers = {"If-None-Match": "*"} if if_none_match else {}
+        req = _Request(
+            "POST",
+            bucket,
+            key,
+            query=[("uploadId", upload_id)],
+            headers=headers,
+            body=body,
+            payload_sha256=await sha256_hex(body),
+        )
+        return s3xml.parse_etag((await self._call(req, error_in_body=True)).body)
+
+    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        """Discard an upload and its parts; an already gone upload is fine."""
+        req = _Request("DELETE", bucket, key, query=[("uploadId", upload_id)])
+        try:
+            await self._call(req, ok=(200, 204))
+        except S3NotFound as exc:
+            if exc.code != "NoSuchUpload":
+                raise

@@ -1,0 +1,200 @@
+"""Reading objects: what a HEAD/GET says about an object, and ranged GETs that resume.
+
+Every GET body is read to its end (or to a transport error) inside one call,
+never suspended half-read across a ``yield``: httpx 0.28 streams bodies through
+nested async generators that cannot be closed early, which trio reports as
+unclosed generators (httpx issue #3686). Callers therefore fetch bounded
+ranges (a part at most) into memory and yield from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+import httpx
+import trio
+
+from . import s3xml
+from .s3errors import PRECONDITION_FAILED, SOURCE_CHANGED, S3Error, transport_errors
+from .s3settings import S3Settings
+
+_META_PREFIX = "x-amz-meta-"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a HEAD or GET says about one version of an object.
+
+    ``metadata`` holds the ``x-amz-meta-*`` headers, lower-cased, without prefix.
+    """
+
+    size: int
+    etag: str
+    last_modified_ns: int | None
+    metadata: Mapping[str, str]
+
+    @classmethod
+    def from_headers(cls, headers: httpx.Headers, size: int) -> ObjectInfo:
+        modified = headers.get("last-modified")
+        return cls(
+            size=size,
+            etag=str(headers.get("etag", "")),
+            last_modified_ns=_http_date_ns(modified) if modified else None,
+            metadata={
+                name[len(_META_PREFIX) :]: value
+                for name, value in headers.items()
+                if name.startswith(_META_PREFIX)
+            },
+        )
+
+
+def _http_date_ns(value: str) -> int | None:
+    try:
+        return s3xml.datetime_ns(parsedate_to_datetime(value))
+    except (TypeError, ValueError):
+        return None
+
+
+async def close_response(response: httpx.Response) -> None:
+    """Release a response's connection, even while being cancelled."""
+    with trio.CancelScope(shield=True):
+        await response.aclose()
+
+
+class Getter(Protocol):
+    """What :func:`read_range` needs from the client."""
+
+    settings: S3Settings
+
+    async def get_response(self, bucket: str, key: str, headers: dict[str, str]) -> httpx.Response:
+        """A signed GET (retried until it has a 200/206 response); body unread."""
+        ...
+
+    async def backoff(self, failures: int) -> None:
+        """Count a retry and sleep before it."""
+        ...
+
+
+async def read_range(
+    client: Getter, bucket: str, key: str, *, start: int, end: int, etag: str | None = None
+) -> tuple[ObjectInfo, bytearray]:
+    """Bytes ``[start, end)`` of an object (``end`` may exceed its size), in memory.
+
+    With ``etag`` every GET is pinned to that version (``If-Match``); without,
+    to the version the first response delivers. After a dropped connection
+    the next GET asks for ``Range: bytes=<first missing byte>-<end - 1>`` of
+    the pinned version, so the result is exactly that version's bytes or an
+    ``S3Error`` with code ``SourceChanged``. Drops are retried up to
+    ``max_retries`` times in a row (the count resets when bytes arrive).
+    """
+    reader = _RangeReader(client, bucket, key, start, end, etag)
+    failures = 0
+    while not reader.done:
+        before = len(reader.data)
+        try:
+            await reader.attempt()
+        except S3Error as exc:
+            failures = 1 if len(reader.data) > before else failures + 1
+            if not exc.retryable or failures > client.settings.max_retries:
+                raise
+            await client.backoff(failures)
+    assert reader.info is not None
+    return reader.info, reader.data
+
+
+class _RangeReader:
+    def __init__(
+        self, client: Getter, bucket: str, key: str, start: int, end: int, etag: str | None
+    ) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._start = start
+        self._end = end
+        self._etag = etag
+        self._ranged = True  # dropped after a 416 at byte 0: the object is empty
+        self.info: ObjectInfo | None = None
+        self.data = bytearray()
+
+    @property
+    def _position(self) -> int:
+        return self._start + len(self.data)
+
+    @property
+    def done(self) -> bool:
+        return self.info is not None and self._position >= min(self._end, self.info.size)
+
+    def _describe(self) -> str:
+        return f"GET s3://{self._bucket}/{self._key}"
+
+    async def attempt(self) -> None:
+        """One GET from the first missing byte, read to its end."""
+        headers: dict[str, str] = {}
+        if self._ranged:
+            headers["Range"] = f"bytes={self._position}-{self._end - 1}"
+        if self._etag:
+            headers["If-Match"] = self._etag
+        try:
+            response = await self._client.get_response(self._bucket, self._key, headers)
+        except S3Error as exc:
+            if exc.code == PRECONDITION_FAILED and self._etag:
+                raise self._changed() from None
+            if exc.code == "InvalidRange" and self._position == 0 and self._ranged:
+                self._ranged = False
+                return
+            raise
+        try:
+            stop = self._check(response)
+            with transport_errors(self._describe()):
+                async for piece in response.aiter_raw():  # never left half-read, see module doc
+                    self.data += piece[: max(0, stop - self._position)]
+        finally:
+            await close_response(response)
+        if self._position < stop:
+            raise S3Error(
+                f"{self._describe()}: body ended at byte {self._position} of {stop}",
+                code="IncompleteBody",
+            )
+
+    def _check(self, response: httpx.Response) -> int:
+        """Validate a response against what was asked; returns the byte to stop at."""
+        etag = str(response.headers.get("etag", ""))
+        if self._etag and etag and etag != self._etag:
+            raise self._changed()  # a server that ignores If-Match
+        self._etag = self._etag or etag
+        if response.status_code == 206:
+            first, size = _content_range(str(response.headers.get("content-range", "")))
+            if first != self._position:
+                raise S3Error(
+                    f"{self._describe()}: range starts at {first}, not {self._position}",
+                    code="InvalidRange",
+                )
+        else:
+            size = int(response.headers.get("content-length", "0"))
+            if self._position != 0 or size > self._end:
+                raise S3Error(f"{self._describe()}: the server ignored Range", code="InvalidRange")
+        if self.info is None:
+            self.info = ObjectInfo.from_headers(response.headers, size)
+        return min(self._end, size)
+
+    def _changed(self) -> S3Error:
+        return S3Error(
+            f"s3://{self._bucket}/{self._key} changed while being read (ETag {self._etag} is gone)",
+            code=SOURCE_CHANGED,
+            status=412,
+        )
+
+
+def _content_range(value: str) -> tuple[int, int]:
+    """``(first byte, total size)`` of ``bytes first-last/total``."""
+    unit, _, spec = value.partition(" ")
+    span, _, total = spec.partition("/")
+    try:
+        if unit != "bytes":
+            raise ValueError(unit)
+        return int(span.partition("-")[0]), int(total)
+    except ValueError:
+        raise S3Error(f"unparseable Content-Range {value!r}", code="InvalidRange") from None

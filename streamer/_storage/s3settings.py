@@ -1,0 +1,81 @@
+"""Configuration of one S3 endpoint, and S3's size limits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from botocore.credentials import Credentials  # type: ignore[import-untyped]
+
+from .._errors import ConfigError
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+MAX_PART_SIZE = 5 * GiB
+MAX_PARTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """How to reach one S3 endpoint and how hard to push it.
+
+    ``endpoint_url`` empty means AWS (``https://s3.{region}.amazonaws.com``).
+    Credentials left ``None`` come from ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` when a client is made.
+    ``part_size`` is the size of multipart parts and of ranged GETs; a read or
+    a write holds at most ``parts_in_flight`` of them in memory, and moves that
+    many in parallel. ``copy_part_size`` is the part size of server-side
+    multipart copies.
+    Retries back off from ``backoff_base`` seconds, doubling up to ``backoff_max``.
+    """
+
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    addressing_style: Literal["path", "virtual"] = "path"
+    part_size: int = 16 * MiB
+    parts_in_flight: int = 4
+    max_retries: int = 5
+    backoff_base: float = 0.25
+    backoff_max: float = 20.0
+    copy_part_size: int = 512 * MiB
+    list_page_size: int = 1000
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    max_connections: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("part_size", "copy_part_size"):
+            value = getattr(self, name)
+            if not MIN_PART_SIZE <= value <= MAX_PART_SIZE:
+                raise ConfigError(f"s3 {name} must be between 5 MiB and 5 GiB, not {value}")
+        if self.addressing_style not in ("path", "virtual"):
+            raise ConfigError(
+                f"s3 addressing_style must be 'path' or 'virtual', not {self.addressing_style!r}"
+            )
+        for name in ("parts_in_flight", "list_page_size", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"s3 {name} must be at least 1")
+        if self.max_retries < 0:
+            raise ConfigError("s3 max_retries must not be negative")
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint URL without a trailing slash."""
+        return self.endpoint_url.rstrip("/") or f"https://s3.{self.region}.amazonaws.com"
+
+    def credentials(self) -> Credentials:
+        """The configured keys, else the ``AWS_*`` environment variables; ConfigError if neither."""
+        if self.access_key_id and self.secret_access_key:
+            return Credentials(self.access_key_id, self.secret_access_key, self.session_token)
+        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not key or not secret:
+            raise ConfigError(
+                "s3 credentials missing: set access_key_id and secret_access_key "
+                "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        return Credentials(key, secret, os.environ.get("AWS_SESSION_TOKEN") or None)

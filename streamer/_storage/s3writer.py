@@ -1,0 +1,289 @@
+"""Writing S3 objects: buffered single PUTs, and multipart uploads published by copy.
+
+An object that fits in one part is buffered and published by one PutObject
+carrying ``x-amz-meta-sha256`` (hex) and ``x-amz-meta-mtime`` (decimal seconds
+with nanoseconds, ``1700000000.123456789``, the format rclone uses).
+
+A larger one is uploaded as a multipart upload to a *staging key* beside the
+destination (``dir/.streamer-<tag>.part``, the local backend's temp name),
+because the SHA-256 the metadata needs is only known at ``commit`` while
+CreateMultipartUpload wants the metadata up front. ``commit`` completes the
+staging object, then publishes it with a server-side multipart copy
+(CreateMultipartUpload with the final metadata, UploadPartCopy in parallel,
+CompleteMultipartUpload) and deletes the staging object. The copy costs S3
+time, not our bandwidth; in exchange every policy is atomic on the final key
+and the object appears complete, metadata included, or not at all.
+
+``skip`` and ``rename`` probe each candidate name with HEAD (cheap, and spares
+uploading bytes that would be discarded), then write with ``If-None-Match: *``
+(PutObject, CompleteMultipartUpload) so a racing writer cannot be overwritten.
+A server that answers 501 to conditional writes is remembered and gets the
+HEAD-then-write fallback (best effort). A 412 whose object carries our SHA-256
+and size is taken to be our own write landing on a retried request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING
+
+import trio
+
+from .. import _paths
+from .._concurrency import cleanup, open_nursery
+from .._errors import StorageError
+from .background import BackgroundTasks
+from .base import Conflict
+from .local import temp_name
+from .s3client import sha256_hex
+from .s3errors import PRECONDITION_FAILED, S3Error
+from .s3settings import MAX_PARTS
+
+if TYPE_CHECKING:
+    from .s3 import S3Storage
+
+SHA256_KEY = "sha256"
+MTIME_KEY = "mtime"
+MAX_RENAME_ATTEMPTS = 10_000
+_MTIME = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
+
+
+def staging_key(path: str, tag: str) -> str:
+    """The key a multipart writer tagged ``tag`` stages ``path``'s bytes under."""
+    return _paths.join(path.rpartition("/")[0], temp_name(tag))
+
+
+def format_mtime(mtime_ns: int) -> str:
+    """``x-amz-meta-mtime``: decimal seconds with nine fraction digits, as rclone writes it."""
+    sign = "-" if mtime_ns < 0 else ""
+    seconds, nanos = divmod(abs(mtime_ns), 1_000_000_000)
+    return f"{sign}{seconds}.{nanos:09d}"
+
+
+def parse_mtime(value: str) -> int | None:
+    """Nanoseconds from decimal seconds (``1700000000``, ``1700000000.5``); None if malformed."""
+    match = _MTIME.fullmatch(value.strip())
+    if match is None:
+        return None
+    sign, seconds, fraction = match.groups()
+    nanos = int(seconds) * 1_000_000_000 + int(((fraction or "") + "0" * 9)[:9])
+    return -nanos if sign else nanos
+
+
+class S3Writer:
+    """Writes one object; see the module docstring for how it publishes.
+
+    Memory: the part being filled plus the parts uploading never exceed
+    ``parts_in_flight`` parts; :meth:`write` waits (back-pressure) for a slot.
+    """
+
+    def __init__(self, storage: S3Storage, path: str, conflict: Conflict, tag: str) -> None:
+        self._storage = storage
+        self._client = storage.client
+        self._bucket = storage.bucket
+        self._path = path
+        self._conflict = conflict
+        self._staging = staging_key(path, tag)
+        self._part_size = storage.settings.part_size
+        self._buffer = bytearray()
+        self._size = 0
+        self._slots = trio.Semaphore(storage.settings.parts_in_flight)
+        self._has_slot = False  # whether the buffer being filled holds a slot
+        self._tasks = BackgroundTasks(storage.client.nursery)
+        self._upload_id: str | None = None  # the staging multipart upload
+        self._etags: list[str] = []
+        self._staging_dirty = False  # an upload or object may exist under the staging key
+        self._publishing: tuple[str, str] | None = None  # (key, upload id) of a publish copy
+        self._closed = False
+
+    async def write(self, chunk: bytes) -> None:
+        assert not self._closed, "write after commit/abort"
+        view = memoryview(chunk)
+        while view:
+            if len(self._buffer) == self._part_size:
+                await self._ship()
+            if not self._has_slot:
+                await self._slots.acquire()
+                self._has_slot = True
+            self._tasks.raise_if_failed()
+            room = self._part_size - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+        self._size += len(chunk)
+
+    async def _ship(self) -> None:
+        """Upload the buffer as the next part in the background (its slot goes with it)."""
+        if self._upload_id is None:
+            self._staging_dirty = True
+            self._upload_id = await self._client.create_multipart_upload(
+                self._bucket, self._staging, metadata={}
+            )
+        data = bytes(self._buffer)
+        self._buffer = bytearray()
+        self._has_slot = False
+        self._etags.append("")
+        self._tasks.start_soon(self._upload_part, self._upload_id, len(self._etags), data)
+
+    async def _upload_part(self, upload_id: str, number: int, data: bytes) -> None:
+        try:
+            self._etags[number - 1] = await self._client.upload_part(
+                self._bucket, self._staging, upload_id, number, data
+            )
+        finally:
+            self._slots.release()
+
+    async def commit(self, *, sha256: str, mtime_ns: int | None) -> str | None:
+        assert not self._closed, "commit after commit/abort"
+        self._closed = True
+        metadata = {SHA256_KEY: sha256}
+        if mtime_ns is not None:
+            metadata[MTIME_KEY] = format_mtime(mtime_ns)
+        if self._upload_id is None:
+            body, self._buffer = bytes(self._buffer), bytearray()
+            write = partial(self._put, body, await sha256_hex(body), metadata)
+            return await self._publish(write, sha256)
+        staging_etag = await self._complete_staging()
+        try:
+            return await self._publish(partial(self._copy, staging_etag, metadata), sha256)
+        finally:
+            await cleanup(self._remove_staging_quietly)
+
+    async def _publish(
+        self, write: Callable[[str, bool], Awaitable[bool]], sha256: str
+    ) -> str | None:
+        """Run ``write(key, exclusive)`` under the conflict policy.
+
+        ``write`` returns False when an exclusive write found the key taken (412).
+        """
+        if self._conflict is Conflict.OVERWRITE:
+            await write(self._path, False)
+            return self._path
+        for candidate in self._candidates():
+            if await self._client.head_object(self._bucket, candidate) is not None:
+                continue
+            if await self._write_exclusive(write, candidate):
+                return candidate
+            if await self._storage.is_ours(candidate, sha256=sha256, size=self._size):
+                return candidate
+        if self._conflict is Conflict.SKIP:
+            return None
+        raise StorageError(f"{self._path}: no free name for rename", code="EEXIST")
+
+    def _candidates(self) -> Iterable[str]:
+        if self._conflict is Conflict.SKIP:
+            return [self._path]
+        renames = (_paths.renamed(self._path, n) for n in range(1, MAX_RENAME_ATTEMPTS))
+        return itertools.chain([self._path], renames)
+
+    async def _write_exclusive(
+        self, write: Callable[[str, bool], Awaitable[bool]], key: str
+    ) -> bool:
+        if not self._storage.conditional_writes:
+            return await write(key, False)  # after the HEAD probe: best effort
+        try:
+            return await write(key, True)
+        except S3Error as exc:
+            if exc.code != "NotImplemented":
+                raise
+        self._storage.conditional_writes = False
+        return await write(key, False)
+
+    async def _put(
+        self, body: bytes, digest: str, metadata: dict[str, str], key: str, exclusive: bool
+    ) -> bool:
+        try:
+            await self._client.put_object(
+                self._bucket,
+                key,
+                body,
+                metadata=metadata,
+                payload_sha256=digest,
+                if_none_match=exclusive,
+            )
+        except S3Error as exc:
+            if exc.code == PRECONDITION_FAILED:
+                return False
+            raise
+        return True
+
+    async def _complete_staging(self) -> str:
+        """Upload the last part, wait for all parts, complete the staging object."""
+        assert self._upload_id is not None
+        if self._buffer:
+            await self._ship()
+        await self._tasks.wait()
+        self._tasks.raise_if_failed()
+        return await self._client.complete_multipart_upload(
+            self._bucket, self._staging, self._upload_id, self._etags
+        )
+
+    async def _copy(
+        self, staging_etag: str, metadata: dict[str, str], key: str, exclusive: bool
+    ) -> bool:
+        """Publish the staging object as ``key`` by a parallel multipart copy."""
+        await self._abort_publishing()  # an earlier attempt's, e.g. before a 501 fallback
+        upload_id = await self._client.create_multipart_upload(self._bucket, key, metadata=metadata)
+        self._publishing = (key, upload_id)
+        step = max(self._storage.settings.copy_part_size, -(-self._size // MAX_PARTS))
+        ranges = [(start, min(start + step, self._size)) for start in range(0, self._size, step)]
+        etags = [""] * len(ranges)
+        limiter = trio.CapacityLimiter(self._storage.settings.parts_in_flight)
+
+        async def copy_part(index: int, start: int, end: int) -> None:
+            async with limiter:
+                etags[index] = await self._client.upload_part_copy(
+                    self._bucket,
+                    key,
+                    upload_id,
+                    index + 1,
+                    source_bucket=self._bucket,
+                    source_key=self._staging,
+                    start=start,
+                    end=end,
+                    source_etag=staging_etag,
+                )
+
+        async with open_nursery() as nursery:
+            for index, (start, end) in enumerate(ranges):
+                nursery.start_soon(copy_part, index, start, end)
+        try:
+            await self._client.complete_multipart_upload(
+                self._bucket, key, upload_id, etags, if_none_match=exclusive
+            )
+        except S3Error as exc:
+            if exc.code != PRECONDITION_FAILED:
+                raise  # abort() aborts the upload
+            await self._abort_publishing()
+            return False
+        self._publishing = None
+        return True
+
+    async def _abort_publishing(self) -> None:
+        """Abort the publish copy's upload unless it completed."""
+        if self._publishing is not None:
+            key, upload_id = self._publishing
+            await self._client.abort_multipart_upload(self._bucket, key, upload_id)
+            self._publishing = None
+
+    async def _remove_staging_quietly(self) -> None:
+        """After commit: a failure to delete the staging object is left to abort()/sweep()."""
+        with contextlib.suppress(S3Error):
+            await self._remove_staging()
+
+    async def _remove_staging(self) -> None:
+        if self._staging_dirty:
+            await self._storage.remove_staging(self._staging)
+            self._staging_dirty = False
+
+    async def abort(self) -> None:
+        """Stop part uploads, abort multipart uploads, delete the staging object."""
+        self._closed = True
+        self._buffer = bytearray()
+        self._tasks.cancel()
+        await self._tasks.wait()
+        await self._abort_publishing()
+        await self._remove_staging()

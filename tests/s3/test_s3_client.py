@@ -1,0 +1,201 @@
+"""The S3 client without a server: httpx.MockTransport and trio's MockClock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from streamer._errors import ConfigError
+from streamer._storage import s3xml
+from streamer._storage.s3client import S3Client
+from streamer._storage.s3errors import S3Error, S3NotFound
+from streamer._storage.s3settings import MiB, S3Settings
+from tests.support.faultproxy import s3_error_body
+
+
+def settings(**overrides: object) -> S3Settings:
+    base: dict[str, object] = {
+        "endpoint_url": "http://s3.test:9000",
+        "access_key_id": "AKIDEXAMPLE",
+        "secret_access_key": "secret",
+        "backoff_base": 1.0,
+        "backoff_max": 100.0,
+        "max_retries": 3,
+    }
+    return S3Settings(**(base | overrides))  # type: ignore[arg-type]
+
+
+class _Stream(httpx.AsyncByteStream):
+    """A body like a real transport's: not yet read (``content=`` would be)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._data
+
+
+def reply(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, headers=headers, stream=_Stream(body))
+
+
+def scripted(
+    *responses: httpx.Response | Exception,
+) -> tuple[httpx.MockTransport, list[httpx.Request]]:
+    """A transport answering each request with the next scripted response (or raising it)."""
+    seen: list[httpx.Request] = []
+    script = list(responses)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = script.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return httpx.MockTransport(handle), seen
+
+
+def slow_down() -> httpx.Response:
+    return reply(503, s3_error_body("SlowDown"))
+
+
+async def test_backoff_is_exponential_with_full_jitter(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport, seen = scripted(slow_down(), slow_down(), reply(200, headers={"ETag": '"e"'}))
+    async with S3Client(settings(), transport=transport) as client:
+        start = trio.current_time()
+        assert await client.put_object("b", "k", b"x", metadata={}) == '"e"'
+        elapsed = trio.current_time() - start
+    assert client.retries == 2
+    assert len(seen) == 3
+    assert 0 <= elapsed <= 1.0 + 2.0  # uniform(0, 1) + uniform(0, 2)
+
+
+async def test_retries_stop_at_max_retries(autojump_clock: trio.testing.MockClock) -> None:
+    transport, seen = scripted(*(reply(503) for _ in range(4)))  # HEAD: no body
+    async with S3Client(settings(), transport=transport) as client:
+        with pytest.raises(S3Error) as caught:
+            await client.head_bucket("b")
+    assert (caught.value.code, caught.value.status) == ("ServiceUnavailable", 503)
+    assert (client.retries, len(seen)) == (3, 4)
+
+
+async def test_connection_errors_are_retried(autojump_clock: trio.testing.MockClock) -> None:
+    transport, _ = scripted(httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), reply(200))
+    async with S3Client(settings(), transport=transport) as client:
+        await client.delete_object("b", "k")
+    assert client.retries == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(404, "NoSuchKey"), (403, "AccessDenied"), (400, "InvalidArgument"), (501, "NotImplemented")],
+)
+async def test_client_errors_are_not_retried(status: int, code: str) -> None:
+    transport, _ = scripted(reply(status, s3_error_body(code, "no")))
+    async with S3Client(settings(), transport=transport) as client:
+        with pytest.raises(S3Error) as caught:
+            await client.list_objects("b", "")
+    assert (caught.value.code, caught.value.message, caught.value.status) == (code, "no", status)
+    assert isinstance(caught.value, S3NotFound) == (code == "NoSuchKey")
+    assert client.retries == 0
+
+
+async def test_error_in_a_200_body_is_an_error(autojump_clock: trio.testing.MockClock) -> None:
+    result = b"<CompleteMultipartUploadResult><ETag>&quot;abc-2&quot;</ETag>"
+    result += b"</CompleteMultipartUploadResult>"
+    transport, seen = scripted(
+        reply(200, s3_error_body("InternalError", "try again")),
+        reply(200, result),
+    )
+    async with S3Client(settings(), transport=transport) as client:
+        assert await client.complete_multipart_upload("b", "k", "up1", ['"a"', '"b"']) == '"abc-2"'
+    assert client.retries == 1
+    body = seen[-1].content
+    assert b'<Part><PartNumber>2</PartNumber><ETag>"b"</ETag></Part>' in body
+
+
+async def test_requests_are_signed_with_the_payload_hash() -> None:
+    transport, seen = scripted(reply(200))
+    async with S3Client(settings(session_token="tok"), transport=transport) as client:
+        await client.put_object("b", "dir/a b+c ü.txt", b"data", metadata={"sha256": "00"})
+    request = seen[0]
+    assert str(request.url) == "http://s3.test:9000/b/dir/a%20b%2Bc%20%C3%BC.txt"
+    assert request.headers["x-amz-content-sha256"] == (
+        "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7"
+    )
+    assert request.headers["x-amz-meta-sha256"] == "00"
+    assert request.headers["x-amz-security-token"] == "tok"
+    assert request.headers["content-length"] == "4"
+    assert request.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+
+
+async def test_head_of_a_large_object() -> None:
+    headers = {"Content-Length": str(10 * 1024 * MiB), "ETag": '"e"', "x-amz-meta-sha256": "ab"}
+    transport, _ = scripted(reply(200, headers=headers), reply(404))
+    async with S3Client(settings(), transport=transport) as client:
+        info = await client.head_object("b", "big")
+        assert info is not None
+        assert (info.size, info.etag, dict(info.metadata)) == (
+            10 * 1024 * MiB,
+            '"e"',
+            {"sha256": "ab"},
+        )
+        assert await client.head_object("b", "missing") is None
+
+
+def test_urls() -> None:
+    path = S3Client(settings())
+    assert path.url("b", "k/x y") == "http://s3.test:9000/b/k/x%20y"
+    assert path.url("b", query=[("prefix", "a/b c"), ("list-type", "2")]) == (
+        "http://s3.test:9000/b?list-type=2&prefix=a%2Fb%20c"
+    )
+    virtual = S3Client(settings(addressing_style="virtual", endpoint_url=""))
+    assert virtual.url("b", "k") == "https://b.s3.us-east-1.amazonaws.com/k"
+
+
+def test_settings_validation_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="part_size"):
+        settings(part_size=MiB)
+    with pytest.raises(ConfigError, match="parts_in_flight"):
+        settings(parts_in_flight=0)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "env-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "env-token")
+    credentials = S3Settings().credentials()
+    assert (credentials.access_key, credentials.secret_key, credentials.token) == (
+        "env-key",
+        "env-secret",
+        "env-token",
+    )
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    with pytest.raises(ConfigError, match="credentials"):
+        S3Settings().credentials()
+
+
+def test_xml_listing_pages() -> None:
+    page = s3xml.parse_object_page(
+        b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        b"<EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>"
+        b"<NextContinuationToken>tok/1=</NextContinuationToken>"
+        b"<Contents><Key>a%20b/c%2Bd</Key><Size>7</Size>"
+        b"<LastModified>2024-05-01T12:00:00.123Z</LastModified><ETag>&quot;e&quot;</ETag></Contents>"
+        b"</ListBucketResult>"
+    )
+    assert page == s3xml.ObjectPage(
+        [s3xml.ObjectSummary("a b/c+d", 7, 1_714_564_800_123_000_000, '"e"')], "tok/1="
+    )
+    uploads = s3xml.parse_upload_page(
+        b"<ListMultipartUploadsResult><IsTruncated>true</IsTruncated>"
+        b"<NextKeyMarker>k</NextKeyMarker><NextUploadIdMarker>u</NextUploadIdMarker>"
+        b"<Upload><Key>k</Key><UploadId>u</UploadId></Upload></ListMultipartUploadsResult>"
+    )
+    assert uploads == s3xml.UploadPage([s3xml.UploadSummary("k", "u")], "k", "u")
+    assert s3xml.parse_error(b"<ListBucketResult/>") is None
+    assert s3xml.parse_error(s3_error_body("SlowDown", "slow")) == ("SlowDown", "slow")

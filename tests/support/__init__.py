@@ -1,0 +1,1 @@
+"""Helpers shared by streamer's test suites (not part of the package)."""
