@@ -1,8 +1,11 @@
-"""The runner for storage-to-storage copies (cross-storage, s3-upload, s3-download).
+"""The runner for storage-to-storage copies (cross-storage, s3-upload, s3-download)
+and for imports (huggingface, url).
 
 Files of a job are copied with bounded parallelism; each goes source → sha256 →
 progress → destination writer through :func:`~streamer._pipeline.pump`, and is
-published only after every byte was hashed and the size matched the plan.
+published only after every byte was hashed and the size matched the plan (a
+size planned as ``UNKNOWN_SIZE``, from an HTTP import without Content-Length,
+is recorded as read instead) and the content matched a declared SHA-256.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import msgspec
 from .._concurrency import cleanup, for_each, open_nursery
 from .._errors import ChecksumMismatch, StorageError, StreamerError
 from .._pipeline import Progress, Sha256, pump
-from .._storage import Conflict, Storage
+from .._storage import Conflict, CopyResult, ServerSideCopy, Storage
+from .._storage.base import UNKNOWN_SIZE
 from .._storage.registry import Locations
 from .engine import JobControl
 from .jobs import FileTask, Job
@@ -84,6 +88,17 @@ class CopyRunner:
             if conflict is Conflict.SKIP and await destination.stat(file.destination):
                 control.file_skipped(file)
                 return
+            if isinstance(destination, ServerSideCopy):
+                copied = await destination.copy_within(
+                    source,
+                    file.source,
+                    file.destination,
+                    conflict=conflict,
+                    tag=staging_tag(job, file),
+                )
+                if copied is not None:
+                    self._report_copy(control, file, copied)
+                    return
             digest = Sha256()
             progress = Progress(lambda loaded: control.file_progress(file, loaded))
             writer = await destination.open_writer(
@@ -92,7 +107,9 @@ class CopyRunner:
             try:
                 chunks = source.read(file.source, chunk_size=chunk_size_for(file.size))
                 await pump(chunks, [digest, progress], writer)
-                if progress.total != file.size:
+                if file.size == UNKNOWN_SIZE:  # an import that could not tell beforehand
+                    control.file_sized(file, progress.total)
+                elif progress.total != file.size:
                     raise StorageError(
                         f"{file.source} changed while being copied "
                         f"(size {file.size} → {progress.total})",
@@ -110,7 +127,11 @@ class CopyRunner:
         except StreamerError as exc:
             control.file_failed(file, exc)
             return
-        if final is None:
+        self._report_copy(control, file, CopyResult(final, progress.total, digest.hexdigest))
+
+    @staticmethod
+    def _report_copy(control: JobControl, file: FileTask, result: CopyResult) -> None:
+        if result.path is None:
             control.file_skipped(file)
         else:
-            control.file_completed(file, sha256=digest.hexdigest, final_path=final)
+            control.file_completed(file, sha256=result.sha256, final_path=result.path)

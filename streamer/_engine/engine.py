@@ -77,7 +77,13 @@ class JobControl:
         self.job.current = file
         self.job.touch()
 
-    def file_completed(self, file: FileTask, *, sha256: str, final_path: str) -> None:
+    def file_sized(self, file: FileTask, size: int) -> None:
+        """A file planned with ``UNKNOWN_SIZE`` turned out to have ``size`` bytes."""
+        file.size = size
+        self.job.total_bytes += size
+        self.job.touch()
+
+    def file_completed(self, file: FileTask, *, sha256: str | None, final_path: str) -> None:
         file.sha256, file.final_path = sha256, final_path
         self.job.bytes_transferred += file.size - file.loaded
         file.loaded = file.size

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Conflict(enum.StrEnum):
@@ -22,15 +22,34 @@ class Conflict(enum.StrEnum):
     RENAME = "rename"
 
 
+#: ``Entry.size`` of a file whose size is known only once it has been read (an
+#: HTTP download without Content-Length); the copy runner then records the size
+#: it read instead of checking it.
+UNKNOWN_SIZE = -1
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One object in a storage: a file (or, from ``stat``, possibly a directory)."""
+    """One object in a storage: a file (or, from ``stat``, possibly a directory).
+
+    ``size`` may be :data:`UNKNOWN_SIZE` for import sources; ``sha256``, when
+    set, is what the source declares the content hashes to (verified on copy).
+    """
 
     path: str
     size: int
     mtime_ns: int | None = None
     is_dir: bool = False
     sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    """The outcome of a server-side copy: final path (``None``: skipped), size, hash."""
+
+    path: str | None
+    size: int
+    sha256: str | None
 
 
 class Writer(Protocol):
@@ -88,4 +107,16 @@ class Storage(Protocol):
 
     async def sweep(self, path: str, *, tag: str) -> None:
         """Remove whatever a writer opened with ``tag`` for ``path`` left behind."""
+        ...
+
+
+@runtime_checkable
+class ServerSideCopy(Protocol):
+    """A storage that can copy from another storage without moving the bytes itself."""
+
+    async def copy_within(
+        self, source: object, source_path: str, path: str, *, conflict: Conflict, tag: str
+    ) -> CopyResult | None:
+        """Copy ``source_path`` of ``source`` to ``path``, or ``None`` when ``source``
+        is not reachable server-side (another endpoint or kind)."""
         ...

@@ -17,7 +17,7 @@ from .. import _paths
 from .._concurrency import cleanup
 from .._errors import InvalidPath, SourceNotFound
 from .background import BackgroundTasks
-from .base import Conflict, Entry
+from .base import Conflict, CopyResult, Entry
 from .local import is_temp_name
 from .s3client import S3Client
 from .s3object import ObjectInfo
@@ -135,6 +135,29 @@ class S3Storage:
         if not path:
             raise InvalidPath("cannot write to the location root itself")
         return S3Writer(self, path, conflict, tag)
+
+    async def copy_within(
+        self, source: object, source_path: str, path: str, *, conflict: Conflict, tag: str
+    ) -> CopyResult | None:
+        """Server-side copy from ``source`` when it is a bucket of the same endpoint
+        (CopyObject/UploadPartCopy: no bytes through this node); ``None`` otherwise.
+
+        The copy keeps the source's metadata, so its ``sha256`` (when the object
+        has one) carries over and is reported; objects without it stay unhashed.
+        """
+        if not isinstance(source, S3Storage) or source.client is not self.client:
+            return None
+        info = await self.client.head_object(source.bucket, source_path)
+        if info is None:
+            raise SourceNotFound(f"{source_path}: no such key in bucket {source.bucket!r}")
+        writer = S3Writer(self, path, conflict, tag)
+        try:
+            final = await writer.publish_copy(
+                source.bucket, source_path, info.etag, info.size, dict(info.metadata)
+            )
+        finally:
+            await cleanup(writer.abort)
+        return CopyResult(final, info.size, info.metadata.get(SHA256_KEY))
 
     async def sweep(self, path: str, *, tag: str) -> None:
         """Abort the multipart uploads to ``path``'s staging key and delete the staging object.

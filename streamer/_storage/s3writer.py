@@ -18,7 +18,9 @@ and the object appears complete, metadata included, or not at all.
 uploading bytes that would be discarded), then write with ``If-None-Match: *``
 (PutObject, CompleteMultipartUpload) so a racing writer cannot be overwritten.
 A server that answers 501 to conditional writes is remembered and gets the
-HEAD-then-write fallback (best effort). A 412 whose object carries our SHA-256
+HEAD-then-write fallback (best effort). Objects smaller than a copy part are
+published by one CopyObject; servers that ignore ``If-None-Match`` there (moto)
+leave only the HEAD probe guarding ``skip``/``rename``. A 412 whose object carries our SHA-256
 and size is taken to be our own write landing on a retried request.
 """
 
@@ -148,9 +150,24 @@ class S3Writer:
             return await self._publish(write, sha256)
         staging_etag = await self._complete_staging()
         try:
-            return await self._publish(partial(self._copy, staging_etag, metadata), sha256)
+            source = (self._bucket, self._staging, staging_etag)
+            return await self._publish(partial(self._copy, source, metadata), sha256)
         finally:
             await cleanup(self._remove_staging_quietly)
+
+    async def publish_copy(
+        self, source_bucket: str, source_key: str, etag: str, size: int, metadata: dict[str, str]
+    ) -> str | None:
+        """Publish a server-side copy of another object (same endpoint) under the
+        conflict policy, keeping its ``metadata``; the bytes never pass through us.
+        Returns the final key, or ``None`` when ``skip`` found the key taken."""
+        assert not self._closed and not self._size, "publish_copy on a used writer"
+        self._closed = True
+        self._size = size
+        source = (source_bucket, source_key, etag)
+        return await self._publish(
+            partial(self._copy, source, metadata), metadata.get(SHA256_KEY, "")
+        )
 
     async def _publish(
         self, write: Callable[[str, bool], Awaitable[bool]], sha256: str
@@ -222,9 +239,12 @@ class S3Writer:
         )
 
     async def _copy(
-        self, staging_etag: str, metadata: dict[str, str], key: str, exclusive: bool
+        self, source: tuple[str, str, str], metadata: dict[str, str], key: str, exclusive: bool
     ) -> bool:
-        """Publish the staging object as ``key`` by a parallel multipart copy."""
+        """Publish ``source`` (bucket, key, etag) as ``key`` by a parallel multipart copy."""
+        source_bucket, source_key, source_etag = source
+        if self._size < self._storage.settings.copy_part_size:
+            return await self._copy_whole(source, metadata, key, exclusive)
         await self._abort_publishing()  # an earlier attempt's, e.g. before a 501 fallback
         upload_id = await self._client.create_multipart_upload(self._bucket, key, metadata=metadata)
         self._publishing = (key, upload_id)
@@ -240,11 +260,11 @@ class S3Writer:
                     key,
                     upload_id,
                     index + 1,
-                    source_bucket=self._bucket,
-                    source_key=self._staging,
+                    source_bucket=source_bucket,
+                    source_key=source_key,
                     start=start,
                     end=end,
-                    source_etag=staging_etag,
+                    source_etag=source_etag,
                 )
 
         async with open_nursery() as nursery:
@@ -260,6 +280,27 @@ class S3Writer:
             await self._abort_publishing()
             return False
         self._publishing = None
+        return True
+
+    async def _copy_whole(
+        self, source: tuple[str, str, str], metadata: dict[str, str], key: str, exclusive: bool
+    ) -> bool:
+        """One CopyObject: for objects below a copy part (empty ones included)."""
+        source_bucket, source_key, source_etag = source
+        try:
+            await self._client.copy_object(
+                self._bucket,
+                key,
+                source_bucket,
+                source_key,
+                metadata=metadata,
+                source_etag=source_etag,
+                if_none_match=exclusive,
+            )
+        except S3Error as exc:
+            if exc.code == PRECONDITION_FAILED:
+                return False
+            raise
         return True
 
     async def _abort_publishing(self) -> None:
