@@ -30,7 +30,7 @@ class Sha256:
     waits for the digest, so nothing is committed before every byte was hashed.
     """
 
-    def __init__(self, *, max_pending: int = 3) -> None:
+    def __init__(self, *, max_pending: int = 2) -> None:
         self._hash = hashlib.sha256()
         self._max_pending = max_pending
         self._hasher: _BackgroundHasher | None = None

@@ -299,3 +299,20 @@ def test_bad_config_stops_the_start_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"unknown key 'transfers.max_concurent'"):
         bad.start()
     assert bad.proc is not None and bad.proc.returncode == 2
+
+
+def test_generated_token_is_printed_once_and_works(tmp_path: Path) -> None:
+    node = Node(tmp_path, {"auth": {"tokens": []}}).start()
+    try:
+        token = (node.state / "api-token").read_text().strip()
+        assert (node.state / "api-token").stat().st_mode & 0o777 == 0o600
+        assert node.log().count(token) == 1
+        with node.client(token) as client:
+            assert client.get("/api/transfer").status_code == 200
+        node.stop()
+        node.start()
+        assert node.log().count(token) == 1  # not printed again
+        with node.client(token) as client:
+            assert client.get("/api/transfer").status_code == 200
+    finally:
+        node.kill()
