@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -38,6 +38,15 @@ class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
 class TransfersConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     max_concurrent: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     retention_hours: Annotated[float, msgspec.Meta(ge=0)] = 168.0
+    # Node-to-node server transfers (seed 002).
+    download_limit: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    upload_limit: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    perform_checksum_checks: bool = True
+    archive_format: Literal["tar.gz", "tar.zst"] = "tar.gz"
+    push_retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 3
+    max_archive_members: Annotated[int, msgspec.Meta(ge=1)] = 2_000_000
+    max_extracted_gib: Annotated[float, msgspec.Meta(gt=0)] = 1024.0
+    zstd_max_window_mib: Annotated[int, msgspec.Meta(ge=1, le=2048)] = 128
 
 
 class LocalLocationConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -51,12 +60,94 @@ class LocationsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     )
 
 
+class PanelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    url: str = ""
+    token_id: str = ""
+    token: str = ""
+
+
+class HooksConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    before_archive: list[str] = []
+    after_extract: list[str] = []
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+
+
+class ServersConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    root: Annotated[str, msgspec.Meta(min_length=1)] = "./servers"
+    hooks: HooksConfig = HooksConfig()
+
+
+class SslConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    enabled: bool = False
+    cert: str = ""
+    key: str = ""
+
+
+class ApiConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    ssl: SslConfig = SslConfig()
+
+
+class S3Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """S3 storage; present (even empty) means S3 locations (= buckets) are served."""
+
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    addressing_style: Literal["path", "virtual"] = "path"
+    buckets: list[Annotated[str, msgspec.Meta(min_length=3, max_length=63)]] = []
+    part_size_mib: Annotated[int, msgspec.Meta(ge=5, le=5120)] = 16
+    parts_in_flight: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 5
+
+
+class HuggingFaceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Hugging Face imports: the Hub to list and download from, and its token."""
+
+    endpoint: Annotated[str, msgspec.Meta(pattern=r"^https?://[^/\s?#]+(/[^\s?#]*)?$")] = (
+        "https://huggingface.co"
+    )
+    token: str = ""  # empty: HF_TOKEN from the environment, else anonymous
+
+
+class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The HTTP client of imports (Hugging Face, URLs)."""
+
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    read_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 5
+
+
+class UploadsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """``PUT /api/upload/...``: the largest body accepted, in bytes (0: no limit)."""
+
+    max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Secure worker exchange (``/api/v1/transfers``); empty key paths live in state_dir."""
+
+    key_file: str = ""  # master key (32 bytes, 0600); default <state_dir>/exchange/master.key
+    token_key_file: str = ""  # JWT HS256 key; default <state_dir>/exchange/token.key
+    default_ttl: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    max_ttl: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
+    sweep_interval: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     server: ServerConfig = ServerConfig()
+    api: ApiConfig = ApiConfig()
+    panel: PanelConfig = PanelConfig()
+    servers: ServersConfig = ServersConfig()
     auth: AuthConfig = AuthConfig()
     state_dir: str = "./state"
     transfers: TransfersConfig = TransfersConfig()
     locations: LocationsConfig = LocationsConfig()
+    s3: S3Config | None = None
+    huggingface: HuggingFaceConfig = HuggingFaceConfig()
+    http: HttpConfig = HttpConfig()
+    uploads: UploadsConfig = UploadsConfig()
+    exchange: ExchangeConfig = ExchangeConfig()
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -87,11 +178,24 @@ def from_mapping(raw: Any) -> Config:
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid config: {_describe(exc)}") from exc
     config.server.host_port  # noqa: B018 - validates bind
+    _check_node(config)
     ids = [loc.id for loc in config.locations.local]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ConfigError(f"locations.local: duplicate id {', '.join(duplicates)}")
     return config
+
+
+def _check_node(config: Config) -> None:
+    """Cross-field rules of the node-transfer keys (panel, api.ssl)."""
+    url = config.panel.url
+    if url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
+        raise ConfigError(f"panel.url: expected an http(s) base URL, got {url!r}")
+    if config.panel.token and len(config.panel.token) < 16:
+        raise ConfigError("panel.token: expected at least 16 characters")
+    ssl = config.api.ssl
+    if ssl.enabled and not (ssl.cert and ssl.key):
+        raise ConfigError("api.ssl: 'cert' and 'key' are required when 'enabled' is true")
 
 
 def _describe(exc: msgspec.ValidationError) -> str:

@@ -12,41 +12,86 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
+from typing import TYPE_CHECKING
 
 import hypercorn.config
 import hypercorn.trio
 import trio
 
 from ._api import Services, create_app
+from ._api.upload import Uploads
 from ._auth import TokenAuth, load_or_create_token
 from ._config import Config, ensure_location_dirs
 from ._engine import Engine, Store
 from ._engine.copy import CopyRunner
+from ._engine.upload import UploadRunner
+from ._exchange.setup import build_exchange
+from ._node.service import NodeService
 from ._storage import LocalStorage
+from ._storage.http import HttpClient
+from ._storage.imports import http_settings, importers
 from ._storage.registry import Locations
+
+if TYPE_CHECKING:
+    from ._storage.s3client import S3Client
 
 log = logging.getLogger("streamer")
 
 GRACEFUL_SECONDS = 5.0
 
 
-def build_services(config: Config, store: Store) -> Services:
-    """Storages, runners and engine for ``config`` (the engine is not started)."""
+def build_services(
+    config: Config, store: Store, *, s3: S3Client | None = None, http: HttpClient | None = None
+) -> Services:
+    """Storages, runners and engine for ``config`` (the engine is not started).
+
+    ``s3`` is the daemon's S3 client (entered) when the config has an ``s3`` section;
+    ``http`` the (entered) client of imports (Hugging Face, URLs), which need one.
+    """
     ensure_location_dirs(config)
-    locations = Locations(LocalStorage(loc.id, loc.path) for loc in config.locations.local)
+    buckets = None
+    if s3 is not None and config.s3 is not None:
+        from ._storage.s3locations import bucket_storages
+
+        buckets = bucket_storages(s3, config.s3.buckets)
+    locations = Locations(
+        (LocalStorage(loc.id, loc.path) for loc in config.locations.local),
+        buckets=buckets,
+        importers=importers(http, config) if http else None,
+    )
     runner = CopyRunner(locations)
+    uploads = Uploads(UploadRunner(locations), max_bytes=config.uploads.max_bytes)
+    node = NodeService(config, store)
     engine = Engine(
         store,
-        {"cross-storage": runner, "s3-upload": runner, "s3-download": runner},
+        {
+            **dict.fromkeys(("cross-storage", "s3-upload", "s3-download"), runner),
+            **dict.fromkeys(("huggingface", "url"), runner),
+            "local-upload": uploads.runner,
+            **node.runners,
+        },
         max_concurrent=config.transfers.max_concurrent,
         retention_hours=config.transfers.retention_hours,
     )
-    return Services(engine=engine, locations=locations, auth=_token_auth(config))
+    node.engine = engine
+    node.recover()  # before the engine marks interrupted node jobs failed
+    return Services(
+        engine=engine,
+        locations=locations,
+        auth=_token_auth(config),
+        node=node,
+        uploads=uploads,
+        exchange=build_exchange(config, locations),
+    )
 
 
 def _token_auth(config: Config) -> TokenAuth:
     tokens = list(config.auth.tokens)
+    if config.panel.token:  # the Panel calls this node with its node token, as with Wings
+        tokens.append(config.panel.token)
     if config.auth.enabled and not tokens:
         token, created = load_or_create_token(config.state_dir)
         if created:
@@ -64,6 +109,9 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = GRACEFUL_SECONDS
     hc.keep_alive_timeout = 75
+    if config.api.ssl.enabled:
+        hc.certfile = config.api.ssl.cert
+        hc.keyfile = config.api.ssl.key
     return hc
 
 
@@ -71,29 +119,48 @@ async def serve(config: Config) -> None:
     """Serve until SIGTERM/SIGINT; returns after a clean shutdown."""
     store = Store(config.state_dir)
     try:
-        svc = build_services(config, store)
-        app = create_app(svc)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(svc.engine.run)
-            nursery.start_soon(_wait_for_signal, svc.closing)
-            async with trio.open_nursery() as web:
-                binds = await web.start(
-                    partial(
-                        hypercorn.trio.serve,
-                        app,
-                        _hypercorn_config(config),
-                        shutdown_trigger=svc.closing.wait,
+        async with _s3_client(config) as s3, HttpClient(http_settings(config.http)) as http:
+            svc = build_services(config, store, s3=s3, http=http)
+            app = create_app(svc)
+            async with trio.open_nursery() as nursery:
+                if svc.node is not None:
+                    await nursery.start(svc.node.run)  # Panel callbacks (outbox)
+                await nursery.start(svc.engine.run)
+                if svc.exchange is not None:
+                    await nursery.start(svc.exchange.run)  # sweeper of expired transfers
+                nursery.start_soon(_wait_for_signal, svc.closing)
+                async with trio.open_nursery() as web:
+                    binds = await web.start(
+                        partial(
+                            hypercorn.trio.serve,
+                            app,
+                            _hypercorn_config(config),
+                            shutdown_trigger=svc.closing.wait,
+                        )
                     )
-                )
-                for bind in binds:
-                    print(f"streamer: listening on {bind}", file=sys.stderr, flush=True)
-                sd_notify("READY=1")
-            # Hypercorn has drained in-flight requests; SSE streams ended on `closing`.
-            sd_notify("STOPPING=1")
-            log.info("shutting down: cancelling running jobs (they resume on next start)")
-            nursery.cancel_scope.cancel()
+                    for bind in binds:
+                        print(f"streamer: listening on {bind}", file=sys.stderr, flush=True)
+                    sd_notify("READY=1")
+                # Hypercorn has drained in-flight requests; SSE streams ended on `closing`.
+                sd_notify("STOPPING=1")
+                log.info("shutting down: cancelling running jobs (they resume on next start)")
+                nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+@asynccontextmanager
+async def _s3_client(config: Config) -> AsyncIterator[S3Client | None]:
+    """The daemon's S3 client for its whole life, when S3 is configured (botocore, for
+    the signer, is only imported then: it costs ~15 MB of RSS)."""
+    if config.s3 is None:
+        yield None
+        return
+    from ._storage.s3client import S3Client
+    from ._storage.s3locations import settings_from
+
+    async with S3Client(settings_from(config.s3)) as client:
+        yield client
 
 
 async def _wait_for_signal(closing: trio.Event) -> None:

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import trio
@@ -18,6 +18,11 @@ from .._auth import TicketBook, TokenAuth
 from .._engine import Engine
 from .._errors import InvalidBody, StreamerError
 from .._storage.registry import Locations
+
+if TYPE_CHECKING:
+    from .._exchange.service import Exchange
+    from .._node.service import NodeService
+    from .upload import Uploads
 
 log = logging.getLogger("streamer.api")
 access_log = logging.getLogger("streamer.access")
@@ -37,6 +42,9 @@ class Services:
     auth: TokenAuth
     tickets: TicketBook = field(default_factory=TicketBook)
     closing: trio.Event = field(default_factory=trio.Event)
+    node: NodeService | None = None
+    uploads: Uploads | None = None
+    exchange: Exchange | None = None
 
 
 def services() -> Services:
@@ -81,18 +89,28 @@ def redact(path_and_query: str) -> str:
 def create_app(svc: Services, *, public_endpoints: frozenset[str] = frozenset()) -> Quart:
     """Build the app. Every endpoint needs the API token except those named
     ``public`` (they authenticate themselves, e.g. the SSE stream's ticket)."""
+    from . import exchange, node, upload
+    from .flow import FlowConnection, FlowRequest
     from .transfer import PUBLIC_ENDPOINTS, blueprint
 
     app = QuartTrio("streamer")
+    app.asgi_http_class = FlowConnection  # uploads are read with back-pressure
+    app.request_class = FlowRequest
     app.config.update(
         SERVICES=svc,
         MAX_CONTENT_LENGTH=MAX_JSON_BODY,
         RESPONSE_TIMEOUT=None,
         BODY_TIMEOUT=60,
         PROVIDE_AUTOMATIC_OPTIONS=False,
+        STREAMING_ROUTES=node.STREAMING_ROUTES,
+        STREAMING_PREFIXES=upload.STREAMING_PREFIXES + exchange.STREAMING_PREFIXES,
     )
     app.register_blueprint(blueprint)
-    public = public_endpoints | PUBLIC_ENDPOINTS | {"health"}
+    app.register_blueprint(node.blueprint)
+    app.register_blueprint(upload.blueprint)
+    app.register_blueprint(exchange.blueprint)
+    public = public_endpoints | PUBLIC_ENDPOINTS | node.PUBLIC_ENDPOINTS | {"health"}
+    public |= exchange.PUBLIC_ENDPOINTS
 
     @app.get("/healthz")
     async def health() -> Response:

@@ -53,7 +53,11 @@ def new_job_id() -> str:
 
 @dataclass(slots=True)
 class FileTask:
-    """One file of a job: where it comes from, where it goes, how far it got."""
+    """One file of a job: where it comes from, where it goes, how far it got.
+
+    ``size`` is -1 (``UNKNOWN_SIZE``) for an import file whose server did not
+    declare a length; the runner sets it once the file has been read.
+    """
 
     index: int
     source: str
@@ -132,7 +136,7 @@ class Job:
     def recount(self) -> None:
         """Recompute the summary counters from ``files``."""
         self.total_files = len(self.files)
-        self.total_bytes = sum(f.size for f in self.files)
+        self.total_bytes = sum(max(f.size, 0) for f in self.files)  # -1: not known yet
         self.files_completed = sum(f.status is FileStatus.COMPLETED for f in self.files)
         self.files_failed = sum(f.status is FileStatus.ERROR for f in self.files)
         self.files_skipped = sum(f.status is FileStatus.SKIPPED for f in self.files)

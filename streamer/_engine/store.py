@@ -135,11 +135,12 @@ class Store:
         jobs = {job.id: job for job, _ in changes}
         with self._transaction():
             self._db.executemany(
-                "UPDATE files SET status=?, loaded=?, sha256=?, final_path=?, error=?, message=? "
-                "WHERE job_id=? AND idx=?",
+                "UPDATE files SET status=?, size=?, loaded=?, sha256=?, final_path=?, error=?, "
+                "message=? WHERE job_id=? AND idx=?",
                 (
                     (
                         f.status.value,
+                        f.size,  # learned while copying when it was planned unknown
                         f.loaded,
                         f.sha256,
                         f.final_path,

@@ -106,7 +106,7 @@ class Plan:
 
     @property
     def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
+        return sum(max(f.size, 0) for f in self.files)  # UNKNOWN_SIZE counts as 0
 
 
 def kind_of(spec: TransferSpec) -> str:

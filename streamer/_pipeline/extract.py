@@ -44,7 +44,7 @@ import errno
 import os
 import stat
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Final
 
@@ -85,8 +85,17 @@ class SafeExtractor:
     delete it). Usable as a context manager that aborts on exit.
     """
 
-    def __init__(self, staging: str, *, max_members: int | None = None) -> None:
+    def __init__(
+        self,
+        staging: str,
+        *,
+        max_members: int | None = None,
+        on_file_complete: Callable[[int], None] | None = None,
+    ) -> None:
+        """``on_file_complete`` is called with each regular file's descriptor once its
+        content, mode and mtime are written, just before it is closed (to sync it)."""
         self._max_members = max_members
+        self._on_file_complete = on_file_complete
         self.members = 0
         """Members extracted so far."""
         self.bytes_written = 0
@@ -254,6 +263,8 @@ class SafeExtractor:
             try:
                 os.fchmod(fd, member.mode & 0o777)
                 os.utime(fd, ns=_times(member))
+                if self._on_file_complete is not None:
+                    self._on_file_complete(fd)
             finally:
                 os.close(fd)
         self._member = None

@@ -9,7 +9,7 @@ the whole pump and propagates.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Protocol
 
@@ -86,3 +86,19 @@ async def _consume(receive: trio.MemoryReceiveChannel[bytes], sink: Sink) -> Non
     async with receive:
         async for chunk in receive:
             await sink.write(chunk)
+
+
+async def coalesce(source: AsyncIterable[bytes], min_size: int) -> AsyncIterator[bytes]:
+    """Re-chunk a stream of small pieces (an HTTP body arrives in ~64 KiB frames) into
+    chunks of at least ``min_size`` bytes (the last may be shorter), so the stages
+    after it pay their per-chunk cost (thread hops) per MiB, not per frame."""
+    pending: list[bytes] = []
+    size = 0
+    async for piece in source:
+        pending.append(piece)
+        size += len(piece)
+        if size >= min_size:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if size:
+        yield b"".join(pending)

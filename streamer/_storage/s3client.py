@@ -87,7 +87,8 @@ class _Body(httpx.AsyncByteStream):
         self._data = data
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return _Once(self._data)
+        data, self._data = self._data, b""  # single use: a retry builds a new _Body
+        return _Once(data)
 
 
 class _Once:

@@ -148,9 +148,15 @@ class _RangeReader:
             raise
         try:
             stop = self._check(response)
-            with transport_errors(self._describe()):
-                async for piece in response.aiter_raw():  # never left half-read, see module doc
-                    self.data += piece[: max(0, stop - self._position)]
+            pieces: list[bytes] = []
+            want = stop - self._position
+            try:
+                with transport_errors(self._describe()):
+                    async for piece in response.aiter_raw():  # never left half-read, see module doc
+                        pieces.append(piece)
+            finally:  # one join per response, not a bytearray regrowth per 64 KiB piece
+                got = b"".join(pieces)
+                self.data += got[: max(0, want)] if len(got) > want else got
         finally:
             await close_response(response)
         if self._position < stop:
@@ -165,7 +171,7 @@ class _RangeReader:
         if self._etag and etag and etag != self._etag:
             raise self._changed()  # a server that ignores If-Match
         self._etag = self._etag or etag
-        if response.status_code == 206:
+        if response.status_code == 206 or "content-range" in response.headers:
             first, size = _content_range(str(response.headers.get("content-range", "")))
             if first != self._position:
                 raise S3Error(

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .s3 import S3Storage
 
 SHA256_KEY = "sha256"
+MAX_COPY_OBJECT = 5 * 1024**3  # S3's limit for a single CopyObject
 MTIME_KEY = "mtime"
 MAX_RENAME_ATTEMPTS = 10_000
 _MTIME = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
@@ -243,7 +244,7 @@ class S3Writer:
     ) -> bool:
         """Publish ``source`` (bucket, key, etag) as ``key`` by a parallel multipart copy."""
         source_bucket, source_key, source_etag = source
-        if self._size < self._storage.settings.copy_part_size:
+        if self._size <= MAX_COPY_OBJECT:  # one request; some servers lack UploadPartCopy
             return await self._copy_whole(source, metadata, key, exclusive)
         await self._abort_publishing()  # an earlier attempt's, e.g. before a 501 fallback
         upload_id = await self._client.create_multipart_upload(self._bucket, key, metadata=metadata)

@@ -54,7 +54,7 @@ class Node:
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             text = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            match = re.search(r"streamer: listening on (http://\S+)", text)
+            match = re.search(r"streamer: listening on (https?://\S+)", text)
             if match:
                 self.url = match.group(1)
                 return self

@@ -270,7 +270,7 @@ def test_unknown_locations_types_and_jobs(node: Node) -> None:
 
 
 def test_kill_9_mid_job_then_restart_resumes_and_sweeps(node: Node) -> None:
-    sparse(node.data / "src/big.bin", 4 << 30)
+    sparse(node.data / "src/big.bin", 2 << 30)
     tree(node.data / "src", {"a.txt": b"first"})
     items = [{"path": "a.txt", "type": "file"}, {"path": "big.bin", "type": "file"}]
     job_id = node.transfer(items)["jobId"]
@@ -280,12 +280,12 @@ def test_kill_9_mid_job_then_restart_resumes_and_sweeps(node: Node) -> None:
     node.start()
     job = node.wait(job_id, timeout=120)
     assert job["status"] == "completed" and job["filesCompleted"] == 2
-    assert os.path.getsize(node.data / "dst/big.bin") == 4 << 30
+    assert os.path.getsize(node.data / "dst/big.bin") == 2 << 30
     assert staging_files(node.data) == []
 
 
 def test_sigterm_cancels_cleanly_exits_0_and_the_job_resumes(node: Node) -> None:
-    sparse(node.data / "src/big.bin", 4 << 30)
+    sparse(node.data / "src/big.bin", 2 << 30)
     job_id = node.transfer([{"path": "big.bin", "type": "file"}])["jobId"]
     node.wait(job_id, until=lambda j: j["bytesTransferred"] > 64 << 20)
     assert node.stop() == 0

@@ -1,0 +1,152 @@
+"""Seed 002's node-to-node server transfers, wire-compatible with Wings.
+
+Source side (Panel auth: the API token or ``panel.token``):
+
+* ``POST /api/servers/<uuid>/transfer`` ``{url, token, server: {uuid}}`` starts a
+  ``node-push`` job (202); 404 for an unknown server directory, 409 while the
+  server is transferring. ``archive_format`` (``tar.gz``/``tar.zst``) may
+  override ``transfers.archive_format`` for this push.
+* ``DELETE /api/servers/<uuid>/transfer`` cancels it at once (202).
+
+Destination side (authenticated by the transfer JWT itself):
+
+* ``POST /api/transfers`` with ``Authorization: Bearer <jwt>`` and a
+  ``multipart/form-data`` body (``archive``, ``checksum``) receives, verifies
+  and commits; it answers when the job has ended: 200, or the error.
+* ``DELETE /api/transfers`` cancels an incoming transfer, for the server in
+  ``?server=<uuid>`` (Panel auth) or in the presented JWT's ``sub`` (202).
+
+``GET``/``PUT /api/settings/bandwidth`` read and change ``downloadLimit`` and
+``uploadLimit`` (MiB/s, 0 = unlimited) at runtime.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import httpx
+import msgspec
+from quart import Blueprint, Response, request
+from werkzeug.http import parse_options_header
+
+from .._errors import BadRequest, Conflict, StreamerError, Unauthorized
+from .._node.multipart import check_boundary
+from .._node.service import Gone, NodeService
+from .app import json_response, read_body, services
+
+blueprint = Blueprint("node", __name__)
+
+PUBLIC_ENDPOINTS = frozenset({"node.receive", "node.cancel_incoming"})
+"""Endpoints that authenticate with the transfer JWT rather than the API token."""
+STREAMING_ROUTES = frozenset({("POST", "/api/transfers")})
+"""Routes whose request body is streamed (no size limit, back-pressure)."""
+
+
+class ServerDetails(msgspec.Struct):
+    """Wings' ``server`` object; fields other than ``uuid`` are accepted and ignored."""
+
+    uuid: str | None = None
+
+
+class PushRequest(msgspec.Struct):
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
+    server: ServerDetails | None = None
+    archive_format: Literal["tar.gz", "tar.zst"] | None = None
+
+
+class BandwidthSetting(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    download_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    upload_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+
+
+def node_service() -> NodeService:
+    node = services().node
+    if node is None:
+        raise StreamerError("node transfers are not set up on this node", code="unavailable")
+    return node
+
+
+@blueprint.post("/api/servers/<server_id>/transfer")
+async def push(server_id: str) -> Response:
+    body = await read_body(PushRequest)
+    url = _destination_url(body.url)
+    job = node_service().start_push(
+        server_id, url=url, token=body.token, archive_format=body.archive_format
+    )
+    return json_response({"jobId": job.id, "status": job.status.value}, 202)
+
+
+@blueprint.delete("/api/servers/<server_id>/transfer")
+async def cancel_push(server_id: str) -> Response:
+    job = node_service().cancel_push(server_id)
+    return json_response({"jobId": job.id, "message": "transfer cancelled"}, 202)
+
+
+@blueprint.post("/api/transfers")
+async def receive() -> Response:
+    node = node_service()
+    claims = node.verify(request.headers.get("Authorization"))
+    boundary = _boundary(request.headers.get("Content-Type"))
+    incoming = await node.start_receive(claims, boundary=boundary, remote=request.remote_addr)
+    await incoming.feed(request.body)
+    job = await incoming.finished()
+    if incoming.error is not None:
+        raise incoming.error
+    if incoming.superseded:
+        raise Conflict("a newer push for this server replaced this one", code="superseded")
+    if incoming.cancelled or job.status.value != "completed":
+        raise Gone("the transfer was cancelled")
+    file = job.files[0]
+    return json_response(
+        {"jobId": job.id, "status": job.status.value, "sha256": file.sha256, "bytes": file.size}
+    )
+
+
+@blueprint.delete("/api/transfers")
+async def cancel_incoming() -> Response:
+    node = node_service()
+    header = request.headers.get("Authorization")
+    server = request.args.get("server")
+    try:
+        services().auth.check(header)
+    except Unauthorized:
+        claims = node.verify(header)  # the transfer's own JWT may cancel it
+        if server is not None and server.lower() != claims.server:
+            raise Unauthorized("the token is for another server", code="invalid_token") from None
+        server = claims.server
+    if not server:
+        raise BadRequest("name the server: ?server=<uuid>", code="missing_server")
+    job = node.cancel_receive(server)
+    return json_response({"jobId": job.id, "message": "transfer cancelled"}, 202)
+
+
+@blueprint.get("/api/settings/bandwidth")
+async def get_bandwidth() -> Response:
+    return json_response(node_service().bandwidth())
+
+
+@blueprint.put("/api/settings/bandwidth")
+async def set_bandwidth() -> Response:
+    body = await read_body(BandwidthSetting)
+    limits = node_service().set_bandwidth(download=body.download_limit, upload=body.upload_limit)
+    return json_response(limits)
+
+
+def _destination_url(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        raise BadRequest(f"url is not a URL: {url[:200]!r}", code="invalid_url") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise BadRequest("url must be an http(s) URL with a host", code="invalid_url")
+    return url
+
+
+def _boundary(content_type: str | None) -> str:
+    mimetype, options = parse_options_header(content_type or "")
+    if mimetype != "multipart/form-data" or "boundary" not in options:
+        raise BadRequest(
+            "expected Content-Type: multipart/form-data; boundary=...", code="invalid_content_type"
+        )
+    return check_boundary(options["boundary"])

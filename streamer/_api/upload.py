@@ -1,0 +1,98 @@
+"""``PUT /api/upload/:locationId/*path``: stream one file into a local location (seed 001's
+``local-upload``), as a job with progress like any other."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+from quart import Blueprint, Response, request
+
+from .. import _paths
+from .._engine import FileTask, Job, JobStatus
+from .._engine.jobs import new_job_id
+from .._engine.transfer import LocalEndpoint
+from .._engine.upload import UploadRunner, UploadSpec
+from .._errors import BadRequest, Conflict, PayloadTooLarge, StreamerError
+from .._storage import Conflict as ConflictPolicy
+from .._storage.base import UNKNOWN_SIZE
+from .app import json_response, services
+
+blueprint = Blueprint("upload", __name__)
+
+#: Prefix of the routes whose bodies are streams (no MAX_CONTENT_LENGTH, back-pressure).
+STREAMING_PREFIXES = (("PUT", "/api/upload/"),)
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+@blueprint.put("/api/upload/<location_id>/<path:path>")
+async def upload(location_id: str, path: str) -> Response:
+    """Stream the raw body into ``path`` of the local location ``location_id``.
+
+    Headers: ``Content-Length`` (checked when sent), ``X-Checksum-Sha256`` (must
+    match, else 422 and nothing lands). Query: ``conflictResolution`` =
+    ``overwrite`` (default, as PUT means), ``skip`` or ``rename``.
+    Answers 201 ``{jobId, path, size, sha256}`` once the file is in place.
+    """
+    svc = services()
+    uploads = svc.uploads
+    assert uploads is not None
+    destination = LocalEndpoint(location_id=location_id, path="")
+    svc.locations.destination(destination)  # 400 for an unknown location
+    target = _paths.clean_base(path, what="upload path")
+    if not target:
+        raise BadRequest("name the file to upload: /api/upload/<locationId>/<path>")
+    declared = request.headers.get("X-Checksum-Sha256")
+    if declared is not None and not _SHA256.match(declared):
+        raise BadRequest("X-Checksum-Sha256 must be 64 hex digits", code="invalid_checksum")
+    conflict = request.args.get("conflictResolution", "overwrite")
+    if conflict not in {c.value for c in ConflictPolicy}:
+        raise BadRequest(f"conflictResolution must be overwrite, skip or rename, not {conflict!r}")
+    length = request.content_length
+    if uploads.max_bytes and length is not None and length > uploads.max_bytes:
+        raise PayloadTooLarge(
+            f"upload of {length} bytes exceeds the {uploads.max_bytes}-byte limit"
+        )
+
+    spec = UploadSpec(destination=destination, conflict_resolution=conflict)
+    size = UNKNOWN_SIZE if length is None else length
+    job = Job(
+        id=new_job_id(),
+        kind="local-upload",
+        spec=msgspec.to_builtins(spec),
+        files=[FileTask(0, f"upload:{target}", target, size)],
+    )
+    uploads.runner.attach(
+        job,
+        request.body,
+        declared_sha256=declared and declared.lower(),
+        max_bytes=uploads.max_bytes,
+    )
+    svc.engine.submit(job)
+    try:
+        while not job.status.finished:
+            await job.changed.wait()
+    finally:
+        if not job.status.finished:  # the client went away: stop the job too
+            svc.engine.cancel(job.id)
+    error = uploads.runner.error_of(job)
+    if error is not None:
+        raise error
+    if job.status is JobStatus.CANCELLED:
+        raise Conflict(f"upload job {job.id} was cancelled; nothing was written", code="cancelled")
+    if job.errors:
+        first = job.errors[0]
+        raise StreamerError(first.message, code=first.error)
+    file = job.files[0]
+    return json_response(
+        {"jobId": job.id, "path": file.final_path, "size": file.size, "sha256": file.sha256},
+        201 if file.final_path else 200,
+    )
+
+
+class Uploads:
+    """The upload endpoint's collaborators (kept on :class:`Services`)."""
+
+    def __init__(self, runner: UploadRunner, *, max_bytes: int = 0) -> None:
+        self.runner = runner
+        self.max_bytes = max_bytes

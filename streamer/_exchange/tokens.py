@@ -1,0 +1,112 @@
+"""Transfer tokens: HS256 JWTs scoped to one transfer and one direction.
+
+Claims: ``sub`` (transfer id), ``worker_id``, ``scope`` (``download`` | ``upload``),
+``exp``, ``iat``, ``jti``. :meth:`TokenSigner.verify` accepts a token only if its
+header says exactly ``HS256`` (``none`` and every other algorithm are refused
+before any signature check), the signature verifies with this node's key, every
+claim is present and well-typed, ``sub`` and ``scope`` are the ones asked for,
+and ``exp`` is after *now* (the signer's clock, so tests can drive it). Every
+refusal is an :class:`~streamer._errors.Unauthorized`; the token is never logged.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import jwt
+
+from .._errors import Unauthorized
+
+ALGORITHM: Final = "HS256"
+MIN_KEY_BYTES: Final = 32
+MAX_TOKEN_LENGTH: Final = 4096
+Scope = Literal["download", "upload"]
+SCOPES: Final = ("download", "upload")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    transfer_id: str
+    worker_id: str
+    scope: Scope
+    expires_at: float
+    jti: str
+
+
+class TokenSigner:
+    """Issues and verifies transfer tokens with one HS256 key of at least 32 bytes."""
+
+    def __init__(self, key: bytes, *, clock: Callable[[], float] = time.time) -> None:
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"token key must be at least {MIN_KEY_BYTES} bytes, got {len(key)}")
+        self._key = key
+        self._clock = clock
+
+    def issue(self, transfer_id: str, worker_id: str, scope: Scope, expires_at: float) -> str:
+        now = int(self._clock())
+        claims = {
+            "sub": transfer_id,
+            "worker_id": worker_id,
+            "scope": scope,
+            "iat": now,
+            "exp": int(expires_at),
+            "jti": secrets.token_urlsafe(16),
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
+
+    def verify(self, token: str | None, transfer_id: str, scope: Scope | None) -> TokenClaims:
+        """Claims of ``token`` if it is valid for ``transfer_id`` and ``scope`` (any if None)."""
+        if not token:
+            raise Unauthorized("missing transfer token: send ?token= or 'Authorization: Bearer'")
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise _invalid("transfer token too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise _invalid("transfer token is not a JWT") from None
+        if header.get("alg") != ALGORITHM:
+            raise _invalid(f"transfer token algorithm {header.get('alg')!r} is not allowed")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                # exp is checked below against our clock; pyjwt would use the wall clock.
+                options={
+                    "require": ["sub", "exp", "iat", "jti"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.InvalidSignatureError:
+            raise _invalid("transfer token signature does not verify") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _invalid(f"transfer token lacks the {exc.claim!r} claim") from None
+        except jwt.InvalidTokenError as exc:
+            raise _invalid(f"invalid transfer token: {exc}") from None
+        sub, worker, got_scope, exp, jti = (
+            claims.get(k) for k in ("sub", "worker_id", "scope", "exp", "jti")
+        )
+        if not (
+            isinstance(sub, str)
+            and isinstance(worker, str)
+            and got_scope in SCOPES
+            and isinstance(exp, int | float)
+            and isinstance(jti, str)
+        ):
+            raise _invalid("transfer token claims are malformed")
+        if not secrets.compare_digest(sub.encode(), transfer_id.encode()):
+            raise _invalid("transfer token is for another transfer")
+        if scope is not None and got_scope != scope:
+            raise _invalid(f"transfer token scope {got_scope!r} does not allow {scope!r}")
+        if float(exp) <= self._clock():
+            raise _invalid("transfer token has expired", code="token_expired")
+        return TokenClaims(sub, worker, got_scope, float(exp), jti)
+
+
+def _invalid(message: str, *, code: str = "invalid_token") -> Unauthorized:
+    return Unauthorized(message, code=code)
