@@ -51,7 +51,10 @@ def _serve(config_path: str | None, log_level: str) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from ._memory import limit_malloc_arenas
     from ._server import serve
+
+    limit_malloc_arenas()
 
     try:
         config = load(config_path)

@@ -23,7 +23,6 @@ between two requests cannot be detected (sizes still are).
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import httpx
 import trio
 
 from .._concurrency import cleanup
+from .._retry import Backoff
 from .httperrors import SOURCE_CHANGED, HttpError, describe, from_response, transport_errors
 
 T = TypeVar("T")
@@ -146,7 +146,8 @@ class HttpClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings = settings or HttpSettings()
-        self.retries = 0
+        s = settings
+        self._backoff = Backoff(s.backoff_base, s.backoff_max, s.max_retries)
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(
@@ -195,27 +196,18 @@ class HttpClient:
             start = b""
         return from_response(method, url, body.response, start)
 
+    @property
+    def retries(self) -> int:
+        """Retries taken so far, over all requests."""
+        return self._backoff.retries
+
     async def backoff(self, failures: int, retry_after: float | None = None) -> None:
-        """Count one retry and sleep: full jitter over ``base * 2**(failures - 1)``, capped;
-        at least ``retry_after`` (itself capped at ``backoff_max``) when the server asked."""
-        self.retries += 1
-        s = self.settings
-        delay = random.uniform(0, min(s.backoff_max, s.backoff_base * 2 ** (failures - 1)))
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, s.backoff_max))
-        await trio.sleep(delay)
+        """Count one retry and sleep (see :class:`~streamer._retry.Backoff`)."""
+        await self._backoff.sleep(failures, retry_after)
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """``attempt()`` until it succeeds, fails for good, or ``max_retries`` retries failed."""
-        failures = 0
-        while True:
-            try:
-                return await attempt()
-            except HttpError as error:
-                if not error.retryable or failures >= self.settings.max_retries:
-                    raise
-                failures += 1
-                await self.backoff(failures, error.retry_after)
+        return await self._backoff.run(attempt, HttpError)
 
     async def _attempt(
         self, method: str, url: str, headers: Mapping[str, str] | None, ok: Sequence[int]

@@ -15,7 +15,6 @@ with exponential backoff and full jitter. Sleeps use :func:`trio.sleep`, so a
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 
 from .._concurrency import open_nursery
+from .._retry import Backoff
 from . import s3xml
 from .s3errors import S3Error, S3NotFound, code_for_status, s3_error, transport_errors
 from .s3object import ObjectInfo, close_response, read_range
@@ -126,7 +126,7 @@ class S3Client:
         self, settings: S3Settings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.settings = settings
-        self.retries = 0
+        self._backoff = Backoff(settings.backoff_base, settings.backoff_max, settings.max_retries)
         self._signer = _Signer(settings.credentials(), "s3", settings.region)
         self._http = httpx.AsyncClient(
             transport=transport,
@@ -233,22 +233,17 @@ class S3Client:
             message = f"{req.describe()}: HTTP {status}"
         return s3_error(message, code=code, status=status)
 
+    @property
+    def retries(self) -> int:
+        """Retries taken so far, over all requests."""
+        return self._backoff.retries
+
     async def backoff(self, failures: int) -> None:
-        """Count one retry and sleep: full jitter over ``base * 2**(failures - 1)``, capped."""
-        self.retries += 1
-        ceiling = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (failures - 1))
-        await trio.sleep(random.uniform(0, ceiling))
+        """Count one retry and sleep (see :class:`~streamer._retry.Backoff`)."""
+        await self._backoff.sleep(failures)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        failures = 0
-        while True:
-            try:
-                return await attempt()
-            except S3Error as error:
-                if not error.retryable or failures >= self.settings.max_retries:
-                    raise
-            failures += 1
-            await self.backoff(failures)
+        return await self._backoff.run(attempt, S3Error)
 
     async def _call(
         self, req: _Request, *, ok: Sequence[int] = (200,), error_in_body: bool = False
