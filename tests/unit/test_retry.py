@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import trio
 
@@ -26,7 +28,7 @@ async def test_retries_until_success_with_growing_capped_delays(autojump_clock: 
 
     assert await backoff.run(attempt, Flaky) == "ok"
     assert backoff.retries == 4
-    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert all(0 <= gap <= min(5.0, 2**i) for i, gap in enumerate(gaps))
 
 
