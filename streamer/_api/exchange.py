@@ -258,6 +258,8 @@ async def _zstd_decompress(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]
             out, rest = await trio.to_thread.run_sync(step, rest)
             if out:
                 yield out
+    if not decompressor.eof:
+        raise BadRequest("the zstd body ends inside a frame", code="corrupt_body")
 
 
 def _plaintext_body() -> tuple[AsyncIterable[bytes], bool]:

@@ -29,6 +29,7 @@ import msgspec
 from quart import Blueprint, Response, request
 from werkzeug.http import parse_options_header
 
+from .._engine import JobStatus
 from .._errors import BadRequest, Conflict, StreamerError, Unauthorized
 from .._node.multipart import check_boundary
 from .._node.service import Gone, NodeService
@@ -95,8 +96,11 @@ async def receive() -> Response:
         raise incoming.error
     if incoming.superseded:
         raise Conflict("a newer push for this server replaced this one", code="superseded")
-    if incoming.cancelled or job.status.value != "completed":
+    if job.status is JobStatus.CANCELLED:
         raise Gone("the transfer was cancelled")
+    if job.status is not JobStatus.COMPLETED:
+        message = job.errors[0].message if job.errors else "the transfer failed"
+        raise StreamerError(message, code="transfer_failed")
     file = job.files[0]
     return json_response(
         {"jobId": job.id, "status": job.status.value, "sha256": file.sha256, "bytes": file.size}

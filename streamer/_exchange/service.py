@@ -116,7 +116,11 @@ class Exchange:
             metadata=request.metadata,
         )
         if request.direction == "upload":
-            await self._stage(transfer)
+            self._busy.add(transfer.id)  # keeps the sweeper off its temp file
+            try:
+                await self._stage(transfer)
+            finally:
+                self._busy.discard(transfer.id)
         self.store.save(transfer)
         token = self.signer.issue(
             transfer.id, transfer.worker_id, transfer.scope, transfer.expires_at
@@ -174,7 +178,7 @@ class Exchange:
     async def current(self, transfer_id: str) -> Transfer:
         """The transfer, marked expired first if its time is up."""
         transfer = self.get(transfer_id)
-        if transfer.expires_at <= self._clock() and not transfer.finished:
+        if transfer.expires_at <= self._clock() and _expires(transfer):
             await self._expire(transfer)
         return transfer
 
@@ -195,9 +199,12 @@ class Exchange:
         await self._drop_staging(transfer.id)
 
     def _mark_expired(self, transfer: Transfer) -> None:
-        if not transfer.finished:
+        """Unfinished transfers, and staged files already downloaded (their staging goes
+        now), become ``expired``; a completed upload keeps ``completed`` (it has no staging)."""
+        if _expires(transfer):
             transfer.status = TransferStatus.EXPIRED
-            transfer.error_message = "the transfer expired"
+            if transfer.completed_at is None:
+                transfer.error_message = "the transfer expired"
             self.store.save(transfer)
 
     async def sweep(self) -> int:
@@ -212,15 +219,15 @@ class Exchange:
         known = self.store.ids()
         for name in await trio.to_thread.run_sync(os.listdir, self.directory):
             stem = name.split(".", 1)[0]
-            if name.endswith((".enc", ".enc.part")) and stem not in known:
+            if name.endswith((".enc", ".enc.part")) and stem not in known | self._busy:
                 await trio.to_thread.run_sync(staging.remove, os.path.join(self.directory, name))
         return len(swept)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The sweeper: once at start, then every ``sweep_interval`` seconds."""
+        next_sweep = trio.current_time()
         await self.sweep()
         task_status.started()
-        next_sweep = trio.current_time()
         while True:  # on a fixed schedule, however long a sweep takes
             next_sweep += self.sweep_interval
             await trio.sleep_until(next_sweep)
@@ -392,6 +399,13 @@ class Exchange:
             with trio.CancelScope(shield=True):
                 await self._drop_staging(transfer.id)
                 self.store.save(transfer)
+
+
+def _expires(transfer: Transfer) -> bool:
+    """Whether reaching its expiry turns ``transfer`` into ``expired``."""
+    return not transfer.finished or (
+        transfer.status is TransferStatus.COMPLETED and transfer.direction == "upload"
+    )
 
 
 async def _capped(

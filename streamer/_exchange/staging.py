@@ -16,6 +16,7 @@ import trio
 
 from .._errors import NotFound
 from .._pipeline import aead
+from .._storage.writeback import Writeback
 
 
 class StagingWriter:
@@ -28,6 +29,7 @@ class StagingWriter:
         self._f: BinaryIO | None = f
         self.encryptor = encryptor
         self.durable = durable
+        self._writeback = Writeback(f.fileno()) if durable else None
         """Fsync on finish/close. Uploads skip it: their staging is transient (decrypted
         into an fsynced destination, then deleted) and a chunk lost to a power cut fails
         authentication rather than passing silently."""
@@ -40,7 +42,7 @@ class StagingWriter:
             enc = aead.Encryptor.new(master_key, chunk_size=chunk_size)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             f = os.fdopen(fd, "wb", buffering=0)
-            f.write(enc.header)
+            _write_all(f, enc.header)
             return cls(path, f, enc, durable=durable)
 
         return await trio.to_thread.run_sync(open_new)
@@ -79,7 +81,9 @@ class StagingWriter:
         assert self._f is not None, "write after close"
         sealed = self.encryptor.finish() if last else self.encryptor.feed(plaintext)
         if sealed:
-            self._f.write(sealed)
+            _write_all(self._f, sealed)
+            if self._writeback is not None:
+                self._writeback.wrote(len(sealed))
         if last and self.durable:
             os.fsync(self._f.fileno())
 
@@ -96,6 +100,13 @@ class StagingWriter:
                     f.close()
 
             await trio.to_thread.run_sync(sync_close)
+
+
+def _write_all(f: BinaryIO, data: bytes) -> None:
+    """Unbuffered writes may be short: loop until every byte is written."""
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view) :]
 
 
 def received_plaintext(path: str) -> int:

@@ -91,11 +91,18 @@ class TransferStore:
         self._db.execute("DELETE FROM exchange_transfers WHERE id=?", (transfer_id,))
 
     def expired(self, now: float) -> list[Transfer]:
-        """Transfers past their expiry that are not yet marked expired."""
+        """Transfers past their expiry still holding (or about to hold) staging: unfinished
+        ones, and completed server → worker transfers (whose staged file is still there)."""
         rows = self._db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM exchange_transfers "
-            "WHERE expires_at <= ? AND status != ?",
-            (now, TransferStatus.EXPIRED.value),
+            "WHERE expires_at <= ? AND (status IN (?, ?) OR (status = ? AND direction = ?))",
+            (
+                now,
+                TransferStatus.PENDING.value,
+                TransferStatus.IN_PROGRESS.value,
+                TransferStatus.COMPLETED.value,
+                "upload",
+            ),
         )
         return [_from_row(r) for r in rows]
 

@@ -83,7 +83,7 @@ def commit(staging: str, target: str, *, durable: bool = True) -> None:
         # staging now holds the previous tree.
         if durable:
             _fsync_dir(parent)
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
         return
     try:
         os.rename(target, old)
@@ -93,12 +93,16 @@ def commit(staging: str, target: str, *, durable: bool = True) -> None:
     if durable:
         _fsync_dir(parent)
     if old:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old)
 
 
 def remove_tree(path: str) -> None:
-    """Delete ``path`` (staging) if it exists. Blocking."""
-    shutil.rmtree(path, ignore_errors=True)
+    """Delete the tree at ``path`` if it exists (a symlink itself, never its target).
+    Blocking."""
+    if os.path.islink(path):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def sweep(root: str) -> list[str]:
@@ -110,7 +114,7 @@ def sweep(root: str) -> list[str]:
     removed = []
     for name in names:
         if name.startswith(".") and (_STAGING in name or _OLD in name):
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            remove_tree(os.path.join(root, name))
             removed.append(name)
     return removed
 

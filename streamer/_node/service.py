@@ -92,7 +92,6 @@ class Incoming:
     receive: trio.MemoryReceiveChannel[bytes]
     error: StreamerError | None = None
     superseded: bool = False
-    cancelled: bool = False
     ended: trio.Event = field(default_factory=trio.Event)
     _input_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
@@ -291,7 +290,6 @@ class NodeService:
         incoming = self._incoming.get(server.lower())
         if incoming is None:
             raise NotFound(f"server {server} has no incoming transfer", code="transfer_not_found")
-        incoming.cancelled = True
         self._remember(incoming.claims, "cancelled")
         return self._engine().cancel(incoming.job.id)
 

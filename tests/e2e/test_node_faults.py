@@ -180,3 +180,15 @@ def test_kill_9_mid_receive_then_restart_reports_failure_and_sweeps(cluster: Clu
     assert job["status"] == "failed" and job["errors"][0]["error"] == "interrupted"
     assert leftovers(cluster.destination_servers) == []
     assert not (cluster.destination_servers / server).exists()
+
+
+def test_push_to_an_unreachable_destination_reports_failure(cluster: Cluster) -> None:
+    server = new_server()
+    server_tree(cluster.source_servers / server, random_bytes=1024)
+    response = cluster.push(server, url="http://127.0.0.1:9/api/transfers")
+    job = cluster.source.wait(response.json()["jobId"], timeout=60)
+    assert job["status"] == "failed"
+    assert "after 3 attempts" in job["errors"][0]["message"]  # push_retries: 2
+    [call] = cluster.panel.wait(server, timeout=30)
+    assert call.outcome == "failure"
+    assert call.headers["authorization"] == f"Bearer {TOKEN_ID}.{SOURCE_KEY}"

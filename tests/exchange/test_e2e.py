@@ -150,6 +150,19 @@ def test_upload_lands_only_with_a_good_checksum(node: Node) -> None:
             content=zstandard.ZstdCompressor().compress(data),
         )
         assert zst.status_code == 201, zst.text
+        broken = create(node, direction="download", path="out/broken.bin")
+        for headers, body, code in [
+            ({"Content-Encoding": "zstd"}, zstandard.ZstdCompressor().compress(data)[:-9], 400),
+            ({"Content-Type": "multipart/form-data; boundary=xyz"}, b"--xyz--\r\n", 400),
+            ({"X-Checksum-Sha256": "not-hex"}, data, 400),
+        ]:
+            answer = worker.post(
+                broken["upload_url"],
+                params={"token": broken["auth_token"]},
+                headers=headers,
+                content=body,
+            )
+            assert answer.status_code == code, answer.text
     assert (node.data / "out/result.bin").read_bytes() == data
     assert (node.data / "out/form.bin").read_bytes() == data
     assert (node.data / "out/z.bin").read_bytes() == data
@@ -192,15 +205,17 @@ def test_download_resumes_after_a_cut_connection(node: Node) -> None:
         proxy.stop()
 
 
-def _cut_upload(port: int, path: str, token: str, data: bytes, total: int) -> None:
-    """Send a request head announcing ``total`` bytes, then ``data``, then hang up."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        head = (
-            f"POST {path}?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Length: {total}\r\n\r\n"
-        )
-        sock.sendall(head.encode() + data)
-        time.sleep(0.3)
+def _stored(worker: httpx.Client, url: str) -> int:
+    head = worker.head(url)
+    assert head.status_code == 200, head.text
+    return int(head.headers["Upload-Offset"])
+
+
+def _wait_for(check: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def test_upload_resumes_with_head_and_patch(node: Node) -> None:
@@ -208,30 +223,40 @@ def test_upload_resumes_with_head_and_patch(node: Node) -> None:
     made = create(
         node, direction="download", path="up.bin", file_size=len(data), checksum=sha(data)
     )
-    tid, token = made["transfer_id"], made["auth_token"]
+    tid, token, url = made["transfer_id"], made["auth_token"], made["upload_url"]
     proxy = start_in_thread(int(node.url.rsplit(":", 1)[1]))
-    try:
-        _cut_upload(proxy.port, made["upload_url"], token, data[: 3 * MIB + 10], len(data))
-    finally:
-        proxy.stop()
     with httpx.Client(
         base_url=node.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
     ) as worker:
-        offset = -1
-        for _ in range(100):  # the server notices the cut asynchronously
-            head = worker.head(made["upload_url"])
-            assert head.status_code == 200
-            offset = int(head.headers["Upload-Offset"])
-            if offset == 3 * MIB:
-                break
-            time.sleep(0.05)
-        assert offset == 3 * MIB  # whole MiB chunks survive; the torn one is resent
-        assert head.headers["Upload-Length"] == str(len(data))
-        stale = worker.patch(made["upload_url"], headers={"Upload-Offset": "0"}, content=data)
+        try:
+            # Announce the whole file, send 3 MiB + 10 bytes through the proxy, wait until
+            # the server is writing them, then cut the connection mid-body.
+            with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+                head = (
+                    f"POST {url}?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Content-Length: {len(data)}\r\n\r\n"
+                )
+                sock.sendall(head.encode() + data[: 3 * MIB + 10])
+                _wait_for(lambda: _stored(worker, url) >= 2 * MIB)
+        finally:
+            proxy.stop()
+        assert worker.head(url).headers["Upload-Length"] == str(len(data))
+
+        def patch(offset: int, body: bytes) -> httpx.Response:
+            for _ in range(200):  # the server notices the cut asynchronously
+                answer = worker.patch(url, headers={"Upload-Offset": str(offset)}, content=body)
+                if answer.json().get("error") != "conflict":  # still receiving the cut one
+                    return answer
+                time.sleep(0.05)
+            raise AssertionError("the cut upload never ended")
+
+        stale = patch(0, data)
         assert stale.status_code == 409 and stale.json()["error"] == "offset_mismatch"
-        done = worker.patch(
-            made["upload_url"], headers={"Upload-Offset": str(offset)}, content=data[offset:]
-        )
+        # Whole chunks that arrived are kept; a torn one (and bytes the server had not
+        # read yet when the cut came) is resent.
+        offset = _stored(worker, url)
+        assert offset % MIB == 0 and 2 * MIB <= offset <= 3 * MIB
+        done = patch(offset, data[offset:])
         assert done.status_code == 201, done.text
         assert done.json()["status"] == "completed"
         status = worker.get(f"/api/v1/transfers/{tid}/status").json()
@@ -252,8 +277,7 @@ def test_short_ttl_expires_and_is_swept(tmp_path: Path) -> None:
                 worker.get(made["download_url"], params={"token": made["auth_token"]}).status_code
                 == 200
             )
-            time.sleep(1.6)
-            assert not staged.exists()
+            _wait_for(lambda: not staged.exists())  # the sweeper (every 0.2 s) took it
             late = worker.get(made["download_url"], params={"token": made["auth_token"]})
             assert late.status_code == 401 and late.json()["error"] == "token_expired"
         with node.client() as client:

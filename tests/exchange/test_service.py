@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -180,14 +181,19 @@ async def test_a_cut_upload_resumes_from_its_last_whole_chunk(
 async def test_expired_transfers_are_swept(
     exchange: Exchange, data_dir: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
+    exchange.max_ttl = 10**6
     (data_dir / "in.bin").write_bytes(b"x" * 10_000)
     short, token = await exchange.create(_request("upload", "in.bin", expires_in=8))
-    long, _ = await exchange.create(_request("upload", "in.bin", expires_in=100))
+    long, _ = await exchange.create(_request("upload", "in.bin", expires_in=10**6))
     async with trio.open_nursery() as nursery:
         await nursery.start(exchange.run)
         await trio.sleep(7)
         assert (await exchange.live(short.id)).status is TransferStatus.PENDING
-        await trio.sleep(4)  # past expiry; the sweep at t=10 took it
+        await trio.sleep(4)  # past expiry: the sweep due at t=10 takes it
+        for _ in range(500):  # (sweeps hop to threads, which let the mock clock run on)
+            if exchange.get(short.id).status is TransferStatus.EXPIRED:
+                break
+            await trio.to_thread.run_sync(time.sleep, 0.01)
         assert exchange.get(short.id).status is TransferStatus.EXPIRED
         assert exchange.get(long.id).status is TransferStatus.PENDING
         nursery.cancel_scope.cancel()
@@ -220,3 +226,32 @@ async def test_delete_removes_staging_and_record(exchange: Exchange, data_dir: P
         ".enc" in p for p in os.listdir(exchange.directory)
     )
     assert exchange.store.get(transfer.id) is None
+
+
+async def test_an_upload_in_flight_is_neither_deleted_nor_swept(
+    exchange: Exchange, data_dir: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    data = os.urandom(3 * CHUNK)
+    transfer, _ = await exchange.create(_request("download", "busy.bin", expires_in=5))
+    release = trio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield data[:CHUNK]
+        await release.wait()
+        yield data[CHUNK:]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: exchange.receive(transfer, slow_body(), offset=None, total=None, checksum=None)
+        )
+        await trio.sleep(10)  # past expiry, mid-upload
+        with pytest.raises(Conflict, match="receiving"):
+            await exchange.delete(transfer.id)
+        with pytest.raises(Conflict, match="another request"):
+            await exchange.receive(transfer, _pieces(data), offset=None, total=None, checksum=None)
+        assert await exchange.sweep() == 0
+        release.set()
+    assert exchange.get(transfer.id).status is TransferStatus.COMPLETED
+    assert (data_dir / "busy.bin").read_bytes() == data
+    assert await exchange.sweep() == 0  # a completed upload has no staging: it stays completed
+    assert exchange.get(transfer.id).status is TransferStatus.COMPLETED

@@ -209,3 +209,18 @@ def test_estimate_tar_size(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src")
     actual = sum(map(len, tar_chunks(str(src))))
     assert abs(servers.estimate_tar_size(str(src)) - actual) <= 2048
+
+
+def test_commit_over_a_symlink_replaces_the_link_not_its_target(tmp_path: Path) -> None:
+    root = tmp_path / "servers"
+    root.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("keep")
+    os.symlink(elsewhere, root / SERVER)
+    staging = Path(servers.staging_dir(str(root), SERVER, "job1"))
+    (staging / "new").mkdir(parents=True)
+    servers.commit(str(staging), str(root / SERVER))
+    assert (root / SERVER).is_dir() and not (root / SERVER).is_symlink()
+    assert (elsewhere / "precious").read_text() == "keep"
+    assert sorted(p.name for p in root.iterdir()) == [SERVER]
