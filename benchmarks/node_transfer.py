@@ -1,6 +1,7 @@
 """Node-to-node server transfer (seed 002) against tar pipelines, same run, same tree.
 
     .venv/bin/python -m benchmarks.node_transfer [--size-mib 1024] [--files 2000] [--runs 3]
+        [--formats tar.gz,tar.zst] [--no-fsync]
 
 A tree of ``--files`` files (half random, half compressible text) totalling about
 ``--size-mib`` MiB is pushed from a source ``streamer serve`` to a destination
@@ -60,10 +61,14 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", default=None, help="scratch directory (default: a new temp dir)")
+    parser.add_argument("--formats", default="tar.gz,tar.zst", help="which to run, comma-separated")
+    parser.add_argument(
+        "--no-fsync", action="store_true", help="destination with fsync_before_commit: false"
+    )
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="streamer-node-bench-", dir=args.dir))
-    cluster = start_cluster(home)
+    cluster = start_cluster(home, destination={"fsync_before_commit": not args.no_fsync})
     try:
         server = "0b5d6c2e-7a44-4f0e-9d1c-3e2a1b0c9d8e"
         src = cluster.source_servers / server
@@ -95,15 +100,21 @@ def main() -> None:
                 f"| tar -C '{peer_dst}' -xf -{tail}"
             )
 
+        cases = []
+        if "tar.gz" in args.formats:
+            cases += [
+                ("tar | gzip -1 | gzip -d | tar x", lambda: pipeline("gzip", False)),
+                ("  ... && sync", lambda: pipeline("gzip", True)),
+                ("streamer node push tar.gz", lambda: push("tar.gz")),
+            ]
+        if "tar.zst" in args.formats:
+            cases += [
+                ("tar | zstd -1 | zstd -d | tar x", lambda: pipeline("zstd", False)),
+                ("  ... && sync", lambda: pipeline("zstd", True)),
+                ("streamer node push tar.zst", lambda: push("tar.zst")),
+            ]
         results: dict[str, float] = {}
-        for name, action in [
-            ("tar | gzip -1 | gzip -d | tar x", lambda: pipeline("gzip", False)),
-            ("  ... && sync", lambda: pipeline("gzip", True)),
-            ("streamer node push tar.gz", lambda: push("tar.gz")),
-            ("tar | zstd -1 | zstd -d | tar x", lambda: pipeline("zstd", False)),
-            ("  ... && sync", lambda: pipeline("zstd", True)),
-            ("streamer node push tar.zst", lambda: push("tar.zst")),
-        ]:
+        for name, action in cases:
             key = name if not name.startswith("  ") else f"{list(results)[-1]} + sync"
             results[key] = best_of(args.runs, action, clear)
             peer = None

@@ -47,6 +47,7 @@ class TransfersConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     max_archive_members: Annotated[int, msgspec.Meta(ge=1)] = 2_000_000
     max_extracted_gib: Annotated[float, msgspec.Meta(gt=0)] = 1024.0
     zstd_max_window_mib: Annotated[int, msgspec.Meta(ge=1, le=2048)] = 128
+    fsync_before_commit: bool = True
 
 
 class LocalLocationConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

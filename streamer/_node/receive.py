@@ -26,6 +26,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -79,6 +80,7 @@ class ReceiveRunner:
             max_members=transfers.max_archive_members,
             max_bytes=int(transfers.max_extracted_gib * (1 << 30)),
             max_window_size=transfers.zstd_max_window_mib << 20,
+            durable=transfers.fsync_before_commit,
         )
         digest = Sha256()
         committed = succeeded = False
@@ -91,7 +93,9 @@ class ReceiveRunner:
                 digest.close()
             if transfers.perform_checksum_checks:
                 _verify(checksum, digest.hexdigest)
-            await trio.to_thread.run_sync(servers.commit, staging, target)
+            await trio.to_thread.run_sync(
+                partial(servers.commit, staging, target, durable=transfers.fsync_before_commit)
+            )
             committed = True
             log.info("server %s received and committed (job %s)", server, job.id)
             hooks = node.config.servers.hooks

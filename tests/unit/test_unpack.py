@@ -72,11 +72,14 @@ async def feed_all(sink: ExtractSink, chunks: list[bytes], piece: int = 64 * 102
     await sink.finish()
 
 
-@pytest.mark.parametrize("fmt", list(ArchiveFormat))
-async def test_round_trip(tmp_path: Path, fmt: ArchiveFormat) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "durable"),
+    [(ArchiveFormat.GZIP, False), (ArchiveFormat.ZSTD, False), (ArchiveFormat.ZSTD, True)],
+)
+async def test_round_trip(tmp_path: Path, fmt: ArchiveFormat, durable: bool) -> None:
     src = make_tree(tmp_path / "src")
     staging = tmp_path / "staging"
-    sink = ExtractSink(str(staging))
+    sink = ExtractSink(str(staging), durable=durable)
     try:
         await feed_all(sink, await compressed(src, fmt))
     finally:
