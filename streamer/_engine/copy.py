@@ -25,10 +25,10 @@ from .transfer import TransferSpec
 # Small files are many and cheap in memory: copy many at once so their fsyncs share
 # journal commits. Big files are few and hold several chunks each: copy few at once.
 SMALL_FILES_IN_FLIGHT = 16
-LARGE_FILES_IN_FLIGHT = 2
+LARGE_FILES_IN_FLIGHT = 1
 SMALL_FILE = 8 << 20
 SMALL_CHUNK = 1 << 20
-LARGE_CHUNK = 2 << 20
+LARGE_CHUNK = 4 << 20
 LARGE_FILE = 64 << 20
 
 
