@@ -15,13 +15,14 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import jwt
 
 from .._errors import Unauthorized
+from .._jwt import ALGORITHM, decode_hs256
+from .._jwt import invalid as _invalid
 
-ALGORITHM: Final = "HS256"
 MIN_KEY_BYTES: Final = 32
 MAX_TOKEN_LENGTH: Final = 4096
 Scope = Literal["download", "upload"]
@@ -64,30 +65,10 @@ class TokenSigner:
             raise Unauthorized("missing transfer token: send ?token= or 'Authorization: Bearer'")
         if len(token) > MAX_TOKEN_LENGTH:
             raise _invalid("transfer token too long")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError:
-            raise _invalid("transfer token is not a JWT") from None
-        if header.get("alg") != ALGORITHM:
-            raise _invalid(f"transfer token algorithm {header.get('alg')!r} is not allowed")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self._key,
-                algorithms=[ALGORITHM],
-                # exp is checked below against our clock; pyjwt would use the wall clock.
-                options={
-                    "require": ["sub", "exp", "iat", "jti"],
-                    "verify_exp": False,
-                    "verify_iat": False,
-                },
-            )
-        except jwt.InvalidSignatureError:
-            raise _invalid("transfer token signature does not verify") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise _invalid(f"transfer token lacks the {exc.claim!r} claim") from None
-        except jwt.InvalidTokenError as exc:
-            raise _invalid(f"invalid transfer token: {exc}") from None
+        # exp is checked below against our clock; pyjwt would use the wall clock.
+        claims = decode_hs256(
+            token, self._key, require=["sub", "exp", "iat", "jti"], verify_exp=False
+        )
         sub, worker, got_scope, exp, jti = (
             claims.get(k) for k in ("sub", "worker_id", "scope", "exp", "jti")
         )
@@ -106,7 +87,3 @@ class TokenSigner:
         if float(exp) <= self._clock():
             raise _invalid("transfer token has expired", code="token_expired")
         return TokenClaims(sub, worker, got_scope, float(exp), jti)
-
-
-def _invalid(message: str, *, code: str = "invalid_token") -> Unauthorized:
-    return Unauthorized(message, code=code)

@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import warnings
 from dataclasses import dataclass
-from typing import Any, Final
-
-import jwt
+from typing import Final
 
 from .._errors import Unauthorized
+from .._jwt import decode_hs256
+from .._jwt import invalid as _invalid
 
-ALGORITHM: Final = "HS256"
 LEEWAY_SECONDS: Final = 30.0
 MAX_TOKEN_LENGTH: Final = 8192
 UUID_RE: Final = re.compile(
@@ -76,31 +74,7 @@ def verify_transfer_token(
     """Check ``token`` against ``key`` by the rules of the module docstring."""
     if not key:
         raise Unauthorized("this node has no panel.token to verify transfer tokens with")
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError:
-        raise _invalid("transfer token is not a JWT") from None
-    if header.get("alg") != ALGORITHM:
-        raise _invalid(f"transfer token algorithm {header.get('alg')!r} is not allowed")
-    try:
-        with warnings.catch_warnings():
-            # A short panel.token is the operator's choice; say so once at start, not per call.
-            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=[ALGORITHM],
-                leeway=leeway,
-                options={"require": ["exp", "sub"], "verify_aud": False, "verify_iss": False},
-            )
-    except jwt.ExpiredSignatureError:
-        raise _invalid("transfer token has expired", code="token_expired") from None
-    except jwt.InvalidSignatureError:
-        raise _invalid("transfer token signature does not verify") from None
-    except jwt.MissingRequiredClaimError as exc:
-        raise _invalid(f"transfer token lacks the {exc.claim!r} claim") from None
-    except jwt.InvalidTokenError as exc:
-        raise _invalid(f"invalid transfer token: {exc}") from None
+    claims = decode_hs256(token, key, require=["exp", "sub"], leeway=leeway)
     subject = claims["sub"]
     if not isinstance(subject, str) or not is_uuid(subject):
         raise _invalid("transfer token subject is not a server UUID")
@@ -117,7 +91,3 @@ def verify_transfer_token(
         jti=jti,
         replay_key=hashlib.sha256(replay.encode()).hexdigest(),
     )
-
-
-def _invalid(message: str, *, code: str = "invalid_token") -> Unauthorized:
-    return Unauthorized(message, code=code)

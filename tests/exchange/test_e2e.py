@@ -269,7 +269,7 @@ def test_short_ttl_expires_and_is_swept(tmp_path: Path) -> None:
     node = Node(tmp_path / "home", config={"exchange": {"sweep_interval": 0.2}}).start()
     try:
         (node.data / "a.bin").write_bytes(b"a" * 5000)
-        made = create(node, direction="upload", path="a.bin", expires_in=1)
+        made = create(node, direction="upload", path="a.bin", expires_in=3)
         staged = node.state / "exchange" / f"{made['transfer_id']}.enc"
         assert staged.exists()
         with httpx.Client(base_url=node.url, timeout=30, headers=IDENTITY) as worker:

@@ -1,0 +1,67 @@
+"""HS256 JWT decoding shared by node transfer tokens and exchange tokens.
+
+The algorithm is pinned before anything else is looked at (``alg: none`` and
+every other algorithm are refused), then pyjwt checks the signature and the
+required claims. Every failure is a 401 :class:`Unauthorized` whose message says
+what was wrong and never echoes the token.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, Final
+
+import jwt
+
+from ._errors import Unauthorized
+
+ALGORITHM: Final = "HS256"
+
+
+def invalid(message: str, *, code: str = "invalid_token") -> Unauthorized:
+    return Unauthorized(message, code=code)
+
+
+def decode_hs256(
+    token: str,
+    key: str | bytes,
+    *,
+    require: Sequence[str],
+    leeway: float = 0.0,
+    verify_exp: bool = True,
+) -> dict[str, Any]:
+    """The claims of ``token`` signed with ``key``; ``exp`` is checked (with ``leeway``)
+    unless the caller checks it against its own clock (``verify_exp=False``)."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise invalid("transfer token is not a JWT") from None
+    if header.get("alg") != ALGORITHM:
+        raise invalid(f"transfer token algorithm {header.get('alg')!r} is not allowed")
+    try:
+        with warnings.catch_warnings():
+            # A short key is the operator's choice, reported at start, not per request.
+            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                leeway=leeway,
+                options={
+                    "require": list(require),
+                    "verify_exp": verify_exp,
+                    "verify_iat": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                },
+            )
+    except jwt.ExpiredSignatureError:
+        raise invalid("transfer token has expired", code="token_expired") from None
+    except jwt.InvalidSignatureError:
+        raise invalid("transfer token signature does not verify") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise invalid(f"transfer token lacks the {exc.claim!r} claim") from None
+    except jwt.InvalidTokenError as exc:
+        raise invalid(f"invalid transfer token: {exc}") from None
+    return claims
