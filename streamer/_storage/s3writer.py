@@ -77,6 +77,17 @@ def parse_mtime(value: str) -> int | None:
     return -nanos if sign else nanos
 
 
+async def _unless_taken(write: Awaitable[object]) -> bool:
+    """Await a (possibly exclusive) write; False when ``If-None-Match`` found the key taken."""
+    try:
+        await write
+    except S3Error as exc:
+        if exc.code == PRECONDITION_FAILED:
+            return False
+        raise
+    return True
+
+
 class S3Writer:
     """Writes one object; see the module docstring for how it publishes.
 
@@ -213,8 +224,8 @@ class S3Writer:
     async def _put(
         self, body: bytes, digest: str, metadata: dict[str, str], key: str, exclusive: bool
     ) -> bool:
-        try:
-            await self._client.put_object(
+        return await _unless_taken(
+            self._client.put_object(
                 self._bucket,
                 key,
                 body,
@@ -222,11 +233,7 @@ class S3Writer:
                 payload_sha256=digest,
                 if_none_match=exclusive,
             )
-        except S3Error as exc:
-            if exc.code == PRECONDITION_FAILED:
-                return False
-            raise
-        return True
+        )
 
     async def _complete_staging(self) -> str:
         """Upload the last part, wait for all parts, complete the staging object."""
@@ -288,8 +295,8 @@ class S3Writer:
     ) -> bool:
         """One CopyObject: for objects below a copy part (empty ones included)."""
         source_bucket, source_key, source_etag = source
-        try:
-            await self._client.copy_object(
+        return await _unless_taken(
+            self._client.copy_object(
                 self._bucket,
                 key,
                 source_bucket,
@@ -298,11 +305,7 @@ class S3Writer:
                 source_etag=source_etag,
                 if_none_match=exclusive,
             )
-        except S3Error as exc:
-            if exc.code == PRECONDITION_FAILED:
-                return False
-            raise
-        return True
+        )
 
     async def _abort_publishing(self) -> None:
         """Abort the publish copy's upload unless it completed."""
