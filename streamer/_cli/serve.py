@@ -1,4 +1,4 @@
-"""The ``streamer`` command line."""
+"""``streamer serve``: run the node daemon."""
 
 from __future__ import annotations
 
@@ -6,22 +6,15 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from typing import Any
 
 import trio
 
-from . import __version__
-from ._config import load
-from ._errors import ConfigError
+from .._config import load
+from .._errors import ConfigError
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="streamer",
-        description="Move files between places and machines, fast and safely.",
-    )
-    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def register(commands: Any) -> None:
     serve = commands.add_parser(
         "serve",
         help="run the node daemon (REST API, job engine)",
@@ -35,29 +28,22 @@ def _parser() -> argparse.ArgumentParser:
         help="YAML config file (default: $STREAMER_CONFIG, else embedded defaults)",
     )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    return parser
+    serve.set_defaults(handler=_run)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return _serve(args.config, args.log_level)
-    raise AssertionError(args.command)
-
-
-def _serve(config_path: str | None, log_level: str) -> int:
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=log_level.upper(),
+        level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from ._memory import limit_malloc_arenas
-    from ._server import serve
+    from .._memory import limit_malloc_arenas
+    from .._server import serve
 
     limit_malloc_arenas()
 
     try:
-        config = load(config_path)
+        config = load(args.config)
         trio.run(serve, config)
     except ConfigError as exc:
         print(f"streamer: {exc.message}", file=sys.stderr)
