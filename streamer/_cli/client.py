@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from typing import Any
 
@@ -70,7 +71,8 @@ def register(commands: Any) -> None:
 
 def _login(session: Session, args: argparse.Namespace) -> int:
     config = session.config
-    token = config.token or _read_token(session)
+    # a token saved earlier is not reused: login checks the one given now
+    token = args.token or os.environ.get("STREAMER_TOKEN") or _read_token(session)
     if not token:
         raise UsageError("no token given (--token, $STREAMER_TOKEN or standard input)")
     checked = ClientConfig(server=config.server, token=token)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from tests.e2e.node import TOKEN, Node, sparse, staging_files, tree
+from tests.support.faultproxy import RequestHead, start_in_thread
 
 from .conftest import cli, cli_env
 
@@ -135,6 +136,27 @@ def test_watch_cancel_cleanup(node: Node, tmp_path: Path, slow_url: str) -> None
     assert gone.returncode == 1 and "no job" in gone.stderr and "HTTP 404" in gone.stderr
     assert not (node.data / "wc/slow.bin").exists()
     assert staging_files(node.data) == []
+
+
+def test_watch_reopens_a_progress_stream_that_broke(node: Node, tmp_path: Path) -> None:
+    tree(node.data / "re/src", {"x.txt": b"x"})
+    done = cli(node, tmp_path, "cp", "local-0:re/src", "local-0:re/dst", "--detach")
+    job_id = done.stdout.strip()
+
+    def progress(head: RequestHead) -> bool:
+        return "/api/transfer/progress/" in head.target
+
+    proxy = start_in_thread(int(node.url.rsplit(":", 1)[1]))
+    try:
+        proxy.proxy.drop_after(300, when=progress)  # mid-way through the first event
+        url = f"http://127.0.0.1:{proxy.port}"
+        watched = cli(node, tmp_path, "watch", job_id, "--json", STREAMER_URL=url)
+    finally:
+        proxy.stop()
+    assert watched.returncode == 0, watched.stderr
+    assert [e["type"] for e in json_lines(watched.stdout)] == ["complete"]
+    assert proxy.proxy.dropped == 1
+    assert sum(progress(head) for head in proxy.proxy.log) == 2
 
 
 def test_interrupt_without_a_terminal_detaches(node: Node, tmp_path: Path, slow_url: str) -> None:

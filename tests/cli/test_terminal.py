@@ -22,9 +22,10 @@ def test_cp_shows_a_progress_bar_then_the_outcome(node: Node, tmp_path: Path) ->
     assert re.search(rf"{bar[1]} completed: 1/1 files, 209\.7 MB", term.text)
     assert "\x1b[" in term.raw.decode()  # drawn with terminal escapes
     with open(node.data / "tty/dst/src/big.bin", "rb") as f:
-        assert hashlib.file_digest(f, "sha256").hexdigest() == hashlib.sha256(
-            bytes(200 << 20)
-        ).hexdigest()
+        assert (
+            hashlib.file_digest(f, "sha256").hexdigest()
+            == hashlib.sha256(bytes(200 << 20)).hexdigest()
+        )
 
 
 def test_upload_shows_hash_and_upload_bars(node: Node, tmp_path: Path) -> None:
