@@ -79,7 +79,7 @@ def _cp(session: Session, args: argparse.Namespace) -> int:
         session.emit(submitted)
     else:
         session.err.print(
-            f"{submitted.job_id}: {submitted.files_queued} files, "
+            f"{submitted.job_id}: {display.files(submitted.files_queued)}, "
             f"{display.size(submitted.estimated_bytes)}",
             markup=False,
         )
@@ -245,7 +245,7 @@ def _show_upload_plan(session: Session, targets: list[tuple[Path, str]], total: 
         session.emit({"files": [t for _, t in targets], "totalSize": total, "warning": warning})
         return EXIT_OK
     session.out.print(
-        f"{len(targets)} files, {display.size(total)} to upload "
+        f"{display.files(len(targets))}, {display.size(total)} to upload "
         "(conflicts are resolved by --conflict as each file lands)"
     )
     for _, target in targets[:CONFLICTS_SHOWN]:

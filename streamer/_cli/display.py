@@ -48,6 +48,10 @@ def size(value: int) -> str:
     return "?" if value < 0 else decimal(value)
 
 
+def files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
+
+
 def json_line(value: Any) -> str:
     """``value`` (a msgspec struct or plain data) as one line of JSON."""
     return msgspec.json.encode(value).decode()
