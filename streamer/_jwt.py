@@ -17,6 +17,13 @@ import jwt
 from ._errors import Unauthorized
 
 ALGORITHM: Final = "HS256"
+#: The shortest key :func:`encode_hs256` callers accept (RFC 7518: the hash size).
+MIN_KEY_BYTES: Final = 32
+
+
+def encode_hs256(claims: dict[str, Any], key: bytes) -> str:
+    """``claims`` signed with ``key`` as an HS256 JWT."""
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
 def invalid(message: str, *, code: str = "invalid_token") -> Unauthorized:

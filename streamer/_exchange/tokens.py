@@ -17,13 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-import jwt
-
 from .._errors import Unauthorized
-from .._jwt import ALGORITHM, decode_hs256
+from .._jwt import MIN_KEY_BYTES, decode_hs256, encode_hs256
 from .._jwt import invalid as _invalid
 
-MIN_KEY_BYTES: Final = 32
 MAX_TOKEN_LENGTH: Final = 4096
 Scope = Literal["download", "upload"]
 SCOPES: Final = ("download", "upload")
@@ -57,7 +54,7 @@ class TokenSigner:
             "exp": int(expires_at),
             "jti": secrets.token_urlsafe(16),
         }
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
+        return encode_hs256(claims, self._key)
 
     def verify(self, token: str | None, transfer_id: str, scope: Scope | None) -> TokenClaims:
         """Claims of ``token`` if it is valid for ``transfer_id`` and ``scope`` (any if None)."""
