@@ -68,6 +68,7 @@ class WorkerJob(msgspec.Struct, kw_only=True):
     source_mtime_ns: int | None = None
     source_sha256: str | None = None
     worker_id: str | None = None
+    claim_id: str | None = None  # the ``jti`` of the current claim's job token
     attempts: int = 0
     max_attempts: int
     lease_expires_at: float | None = None

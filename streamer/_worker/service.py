@@ -157,11 +157,13 @@ class WorkerJobs:
         token; None when nothing is pending. Expired leases are returned first."""
         await self.sweep()
         now = self._clock()
-        job = self.store.claim(worker_id, now=now, lease_until=now + self.lease_seconds)
+        claim_id = self.signer.new_claim_id()
+        job = self.store.claim(worker_id, claim_id, now=now, lease_until=now + self.lease_seconds)
         if job is None:
             return None
         log.info("worker job %s: claimed by %s (attempt %d)", job.id, worker_id, job.attempts)
-        return job, self.signer.issue(job.id, worker_id, job.attempts, ttl=self.token_ttl)
+        token = self.signer.issue(job.id, worker_id, job.attempts, claim_id, ttl=self.token_ttl)
+        return job, token
 
     def claimed(self, job_id: str, claims: JobClaims | None) -> WorkerJob:
         """The job if it is ``processing`` (400 otherwise, 404 if unknown) under the claim
@@ -171,7 +173,9 @@ class WorkerJobs:
         if job.status is not JobStatus.PROCESSING:
             raise NotProcessing(f"worker job {job_id} is {job.status.value}, not processing")
         if claims is not None and (
-            claims.worker_id != job.worker_id or claims.attempt != job.attempts
+            claims.worker_id != job.worker_id
+            or claims.attempt != job.attempts
+            or claims.claim_id != job.claim_id
         ):
             raise LeaseLost(
                 f"worker job {job_id} is no longer claimed by {claims.worker_id!r} "
@@ -475,13 +479,13 @@ def _clean(path: str, what: str) -> str:
 
 
 def _claim_of(job: WorkerJob) -> JobClaims:
-    assert job.worker_id is not None
-    return JobClaims(job.id, job.worker_id, job.attempts, 0.0)
+    assert job.worker_id is not None and job.claim_id is not None
+    return JobClaims(job.id, job.worker_id, job.attempts, 0.0, job.claim_id)
 
 
 def _unclaim(job: WorkerJob, *, error: str | None) -> None:
     job.status = JobStatus.PENDING
-    job.worker_id = None
+    job.worker_id = job.claim_id = None
     job.lease_expires_at = None
     job.upload_length = job.upload_sha256 = None
     job.error = error

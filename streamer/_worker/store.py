@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS worker_jobs (
     source_mtime_ns INTEGER,
     source_sha256 TEXT,
     worker_id TEXT,
+    claim_id TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL,
     lease_expires_at REAL,
@@ -100,17 +101,21 @@ class WorkerJobStore:
         )
         return [_from_row(r) for r in rows]
 
-    def claim(self, worker_id: str, *, now: float, lease_until: float) -> WorkerJob | None:
-        """Atomically make the oldest pending job ``processing`` for ``worker_id`` (one
-        more attempt, lease until ``lease_until``); None when nothing is pending."""
+    def claim(
+        self, worker_id: str, claim_id: str, *, now: float, lease_until: float
+    ) -> WorkerJob | None:
+        """Atomically make the oldest pending job ``processing`` for ``worker_id`` under
+        ``claim_id`` (one more attempt, lease until ``lease_until``); None when nothing
+        is pending."""
         rows = self._db.execute(
-            "UPDATE worker_jobs SET status=?, worker_id=?, attempts=attempts + 1, "
+            "UPDATE worker_jobs SET status=?, worker_id=?, claim_id=?, attempts=attempts + 1, "
             "lease_expires_at=?, updated_at=?, upload_length=NULL, upload_sha256=NULL "
             "WHERE id=(SELECT id FROM worker_jobs WHERE status=? ORDER BY created_at, rowid "
             f"LIMIT 1) AND status=? RETURNING {', '.join(_COLUMNS)}",
             (
                 JobStatus.PROCESSING.value,
                 worker_id,
+                claim_id,
                 lease_until,
                 now,
                 JobStatus.PENDING.value,

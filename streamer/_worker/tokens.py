@@ -4,7 +4,8 @@ Claims: ``sub`` (job id), ``worker_id``, ``attempt``, ``scope`` (``worker-job``)
 ``iat``, ``exp``, ``jti``. :meth:`JobTokenSigner.verify` checks the token itself
 (algorithm pinned to HS256, signature, ``sub``, ``scope``, ``exp`` against the
 signer's clock — see :func:`streamer._jwt.verify_subject_token`); whether the
-claim it names is still the job's current one is the service's check. Every
+claim it names (its ``jti`` is the claim's id) is still the job's current one is
+the service's check. Every
 refusal is a 401; the token is never logged.
 """
 
@@ -27,6 +28,7 @@ class JobClaims:
     worker_id: str
     attempt: int
     expires_at: float
+    claim_id: str  # the token's jti: names the claim, which a job's next claim replaces
 
 
 class JobTokenSigner:
@@ -38,7 +40,11 @@ class JobTokenSigner:
         self._key = key
         self._clock = clock
 
-    def issue(self, job_id: str, worker_id: str, attempt: int, *, ttl: float) -> str:
+    @staticmethod
+    def new_claim_id() -> str:
+        return secrets.token_urlsafe(16)
+
+    def issue(self, job_id: str, worker_id: str, attempt: int, claim_id: str, *, ttl: float) -> str:
         now = self._clock()
         claims = {
             "sub": job_id,
@@ -47,7 +53,7 @@ class JobTokenSigner:
             "scope": SCOPE,
             "iat": int(now),
             "exp": int(now + ttl),
-            "jti": secrets.token_urlsafe(16),
+            "jti": claim_id,
         }
         return encode_hs256(claims, self._key)
 
@@ -61,4 +67,4 @@ class JobTokenSigner:
             raise invalid("job token claims are malformed")
         if scope != SCOPE:
             raise invalid(f"token scope {scope!r} is not {SCOPE!r}")
-        return JobClaims(job_id, worker, attempt, float(claims["exp"]))
+        return JobClaims(job_id, worker, attempt, float(claims["exp"]), claims["jti"])
