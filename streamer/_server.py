@@ -114,7 +114,7 @@ RECEIVE_BYTES = 1 << 18
 
 
 def _hypercorn_config(config: Config) -> hypercorn.config.Config:
-    hypercorn.trio.tcp_server.MAX_RECV = RECEIVE_BYTES  # type: ignore[attr-defined]
+    hypercorn.trio.tcp_server.MAX_RECV = RECEIVE_BYTES
     hc = hypercorn.config.Config()
     host, port = config.server.host_port
     hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
