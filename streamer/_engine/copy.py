@@ -6,6 +6,13 @@ progress → destination writer through :func:`~streamer._pipeline.pump`, and is
 published only after every byte was hashed and the size matched the plan (a
 size planned as ``UNKNOWN_SIZE``, from an HTTP import without Content-Length,
 is recorded as read instead) and the content matched a declared SHA-256.
+
+A destination that publishes more cheaply when it knows the digest first
+(:class:`~streamer._storage.DigestFirst`: S3 multipart objects) is told it:
+the declared SHA-256 when the source has one, else the file hashed before
+the copy when the source can (:class:`~streamer._storage.HashableSource`: a
+local file). The bytes copied are hashed all the same, and the writer refuses
+to publish if they hash to anything else (the file changed in between).
 """
 
 from __future__ import annotations
@@ -15,7 +22,15 @@ import msgspec
 from .._concurrency import cleanup, for_each, open_nursery
 from .._errors import ChecksumMismatch, StorageError, StreamerError
 from .._pipeline import Progress, Sha256, pump
-from .._storage import Conflict, CopyResult, ServerSideCopy, Storage
+from .._storage import (
+    Conflict,
+    CopyResult,
+    DigestFirst,
+    HashableSource,
+    ServerSideCopy,
+    Storage,
+    Writer,
+)
 from .._storage.base import UNKNOWN_SIZE
 from .._storage.registry import Locations
 from .engine import JobControl
@@ -101,9 +116,7 @@ class CopyRunner:
                     return
             digest = Sha256()
             progress = Progress(lambda loaded: control.file_progress(file, loaded))
-            writer = await destination.open_writer(
-                file.destination, conflict=conflict, tag=staging_tag(job, file)
-            )
+            writer = await _open_writer(file, source, destination, conflict, staging_tag(job, file))
             try:
                 chunks = source.read(file.source, chunk_size=chunk_size_for(file.size))
                 await pump(chunks, [digest, progress], writer)
@@ -135,3 +148,19 @@ class CopyRunner:
             control.file_skipped(file)
         else:
             control.file_completed(file, sha256=result.sha256, final_path=result.path)
+
+
+async def _open_writer(
+    file: FileTask, source: Storage, destination: Storage, conflict: Conflict, tag: str
+) -> Writer:
+    """The destination's writer for ``file``, told the digest up front when that
+    helps the destination and the digest is declared or cheap to get (module doc)."""
+    if isinstance(destination, DigestFirst) and destination.wants_sha256_first(file.size):
+        sha256 = file.expected_sha256
+        if sha256 is None and isinstance(source, HashableSource):
+            sha256 = await source.file_sha256(file.source)
+        if sha256 is not None:
+            return await destination.open_writer(
+                file.destination, conflict=conflict, tag=tag, sha256=sha256, mtime_ns=file.mtime_ns
+            )
+    return await destination.open_writer(file.destination, conflict=conflict, tag=tag)

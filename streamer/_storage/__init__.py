@@ -1,12 +1,23 @@
 """Storage backends: where bytes come from and where they land."""
 
-from .base import Conflict, CopyResult, Entry, ServerSideCopy, Storage, Writer
+from .base import (
+    Conflict,
+    CopyResult,
+    DigestFirst,
+    Entry,
+    HashableSource,
+    ServerSideCopy,
+    Storage,
+    Writer,
+)
 from .local import LocalStorage
 
 __all__ = [
     "Conflict",
     "CopyResult",
+    "DigestFirst",
     "Entry",
+    "HashableSource",
     "LocalStorage",
     "ServerSideCopy",
     "Storage",

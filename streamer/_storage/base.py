@@ -120,3 +120,35 @@ class ServerSideCopy(Protocol):
         """Copy ``source_path`` of ``source`` to ``path``, or ``None`` when ``source``
         is not reachable server-side (another endpoint or kind)."""
         ...
+
+
+@runtime_checkable
+class DigestFirst(Protocol):
+    """A storage whose writers publish more cheaply when told the content's SHA-256
+    before the bytes (S3: a direct multipart upload instead of a staged copy)."""
+
+    def wants_sha256_first(self, size: int) -> bool:
+        """Whether announcing the digest of a ``size``-byte file is worth hashing it first."""
+        ...
+
+    async def open_writer(
+        self,
+        path: str,
+        *,
+        conflict: Conflict,
+        tag: str,
+        sha256: str | None = None,
+        mtime_ns: int | None = None,
+    ) -> Writer:
+        """:meth:`Storage.open_writer`, announcing ``sha256`` (and ``mtime_ns``): the
+        writer's ``commit`` raises ``SourceChanged`` unless its ``sha256`` is that one."""
+        ...
+
+
+@runtime_checkable
+class HashableSource(Protocol):
+    """A storage that can hash a file cheaply before it is copied (a local disk)."""
+
+    async def file_sha256(self, path: str) -> str:
+        """The SHA-256 (hex) of the file at ``path`` as it is now."""
+        ...

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import stat as stat_mod
 from collections.abc import AsyncIterator, Callable
-from typing import BinaryIO
+from io import FileIO
 
 import trio
 
@@ -130,7 +131,7 @@ class LocalStorage:
         open and the first read share one thread hop, and a short read ends the stream
         (regular files only return short at EOF)."""
 
-        def open_and_read() -> tuple[BinaryIO | None, bytes]:
+        def open_and_read() -> tuple[FileIO | None, bytes]:
             f = _open_regular(self.resolve(path))
             if f is None:
                 return None, b""
@@ -160,6 +161,21 @@ class LocalStorage:
                 chunk = await trio.to_thread.run_sync(f.read, want())
         finally:
             f.close()
+
+    async def file_sha256(self, path: str) -> str:
+        """SHA-256 (hex) of the regular file at ``path``, hashed in a worker thread."""
+
+        def digest() -> str:
+            f = _open_regular(self.resolve(path))
+            if f is None:
+                raise SourceNotFound(f"{path}: not a regular file")
+            with f:
+                return hashlib.file_digest(f, "sha256").hexdigest()
+
+        try:
+            return await trio.to_thread.run_sync(digest)
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
 
     # -- writing -----------------------------------------------------------
 
@@ -338,7 +354,7 @@ class LocalWriter:
             self._published = True  # nothing left to remove
 
 
-def _open_regular(real: str) -> BinaryIO | None:
+def _open_regular(real: str) -> FileIO | None:
     """Open a regular file for reading; ``None`` for anything else (FIFOs, devices
     and directories would hang or never end). O_NONBLOCK keeps a FIFO from
     blocking the open itself; it has no effect on regular files."""

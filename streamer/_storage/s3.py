@@ -131,10 +131,24 @@ class S3Storage:
 
     # -- writing -----------------------------------------------------------
 
-    async def open_writer(self, path: str, *, conflict: Conflict, tag: str) -> S3Writer:
+    async def open_writer(
+        self,
+        path: str,
+        *,
+        conflict: Conflict,
+        tag: str,
+        sha256: str | None = None,
+        mtime_ns: int | None = None,
+    ) -> S3Writer:
+        """A writer for ``path``; ``sha256`` announces the digest of the bytes to come
+        (see :class:`S3Writer`: a multipart object then skips the staging copy)."""
         if not path:
             raise InvalidPath("cannot write to the location root itself")
-        return S3Writer(self, path, conflict, tag)
+        return S3Writer(self, path, conflict, tag, sha256=sha256, mtime_ns=mtime_ns)
+
+    def wants_sha256_first(self, size: int) -> bool:
+        """Whether announcing the digest saves work: objects written in several parts."""
+        return size > self.settings.part_size
 
     async def copy_within(
         self, source: object, source_path: str, path: str, *, conflict: Conflict, tag: str

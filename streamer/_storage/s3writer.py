@@ -1,10 +1,20 @@
-"""Writing S3 objects: buffered single PUTs, and multipart uploads published by copy.
+"""Writing S3 objects: buffered single PUTs, direct multipart uploads, and multipart
+uploads published by copy.
 
 An object that fits in one part is buffered and published by one PutObject
 carrying ``x-amz-meta-sha256`` (hex) and ``x-amz-meta-mtime`` (decimal seconds
 with nanoseconds, ``1700000000.123456789``, the format rclone uses).
 
-A larger one is uploaded as a multipart upload to a *staging key* beside the
+A larger one whose SHA-256 the writer is told up front (``sha256=`` at
+:meth:`S3Storage.open_writer`, e.g. a local file hashed first) is a *direct*
+multipart upload to the final key: CreateMultipartUpload carries the metadata,
+CompleteMultipartUpload publishes (with ``If-None-Match: *`` under ``skip``).
+The bytes written are still hashed by the caller; :meth:`S3Writer.commit`
+refuses (``SourceChanged``, and ``abort`` discards the upload) when they do not
+hash to the digest announced, so no object ever carries a wrong ``sha256``.
+``rename`` does not know its final key before the end, so it always stages.
+
+Any other larger object is uploaded as a multipart upload to a *staging key* beside the
 destination (``dir/.streamer-<tag>.part``, the local backend's temp name),
 because the SHA-256 the metadata needs is only known at ``commit`` while
 CreateMultipartUpload wants the metadata up front. ``commit`` completes the
@@ -22,6 +32,12 @@ HEAD-then-write fallback (best effort). Objects smaller than a copy part are
 published by one CopyObject; servers that ignore ``If-None-Match`` there (moto)
 leave only the HEAD probe guarding ``skip``/``rename``. A 412 whose object carries our SHA-256
 and size is taken to be our own write landing on a retried request.
+
+A process that dies mid-write leaves its multipart upload behind: the staging
+one is found again by :meth:`S3Storage.sweep` (its key names the writer's tag);
+a direct one, like a publish copy's, targets the final key where another
+writer's upload may be running, and is left to a bucket lifecycle rule
+(``AbortIncompleteMultipartUpload``).
 """
 
 from __future__ import annotations
@@ -42,7 +58,7 @@ from .background import BackgroundTasks
 from .base import Conflict
 from .local import temp_name
 from .s3client import sha256_hex
-from .s3errors import PRECONDITION_FAILED, S3Error
+from .s3errors import PRECONDITION_FAILED, SOURCE_CHANGED, S3Error
 from .s3settings import MAX_PARTS
 
 if TYPE_CHECKING:
@@ -77,6 +93,14 @@ def parse_mtime(value: str) -> int | None:
     return -nanos if sign else nanos
 
 
+def object_metadata(sha256: str, mtime_ns: int | None) -> dict[str, str]:
+    """The user metadata streamer writes on every object it publishes."""
+    metadata = {SHA256_KEY: sha256}
+    if mtime_ns is not None:
+        metadata[MTIME_KEY] = format_mtime(mtime_ns)
+    return metadata
+
+
 async def _unless_taken(write: Awaitable[object]) -> bool:
     """Await a (possibly exclusive) write; False when ``If-None-Match`` found the key taken."""
     try:
@@ -93,22 +117,41 @@ class S3Writer:
 
     Memory: the part being filled plus the parts uploading never exceed
     ``parts_in_flight`` parts; :meth:`write` waits (back-pressure) for a slot.
+
+    ``sha256`` announces the digest of the bytes to come: a multipart object
+    is then uploaded directly to its final key (except under ``rename``) with
+    that digest and ``mtime_ns`` as metadata (the commit's ``mtime_ns`` is not
+    used then), and :meth:`commit` raises ``SourceChanged`` unless its
+    ``sha256`` is the one announced.
     """
 
-    def __init__(self, storage: S3Storage, path: str, conflict: Conflict, tag: str) -> None:
+    def __init__(
+        self,
+        storage: S3Storage,
+        path: str,
+        conflict: Conflict,
+        tag: str,
+        *,
+        sha256: str | None = None,
+        mtime_ns: int | None = None,
+    ) -> None:
         self._storage = storage
         self._client = storage.client
         self._bucket = storage.bucket
         self._path = path
         self._conflict = conflict
         self._staging = staging_key(path, tag)
+        self._announced = None if sha256 is None else object_metadata(sha256, mtime_ns)
+        self._direct = self._announced is not None and conflict is not Conflict.RENAME
+        self._upload_key = path if self._direct else self._staging
         self._part_size = storage.settings.part_size
         self._buffer = bytearray()
         self._size = 0
         self._slots = trio.Semaphore(storage.settings.parts_in_flight)
         self._has_slot = False  # whether the buffer being filled holds a slot
         self._tasks = BackgroundTasks(storage.client.nursery)
-        self._upload_id: str | None = None  # the staging multipart upload
+        self._upload_id: str | None = None  # the multipart upload of the bytes written
+        self._direct_pending = False  # a direct upload exists and is not completed
         self._etags: list[str] = []
         self._staging_dirty = False  # an upload or object may exist under the staging key
         self._publishing: tuple[str, str] | None = None  # (key, upload id) of a publish copy
@@ -132,10 +175,17 @@ class S3Writer:
     async def _ship(self) -> None:
         """Upload the buffer as the next part in the background (its slot goes with it)."""
         if self._upload_id is None:
-            self._staging_dirty = True
-            self._upload_id = await self._client.create_multipart_upload(
-                self._bucket, self._staging, metadata={}
-            )
+            if self._direct:
+                assert self._announced is not None
+                self._upload_id = await self._client.create_multipart_upload(
+                    self._bucket, self._path, metadata=self._announced
+                )
+                self._direct_pending = True
+            else:
+                self._staging_dirty = True
+                self._upload_id = await self._client.create_multipart_upload(
+                    self._bucket, self._staging, metadata={}
+                )
         data = bytes(self._buffer)
         self._buffer = bytearray()
         self._has_slot = False
@@ -145,7 +195,7 @@ class S3Writer:
     async def _upload_part(self, upload_id: str, number: int, data: bytes) -> None:
         try:
             self._etags[number - 1] = await self._client.upload_part(
-                self._bucket, self._staging, upload_id, number, data
+                self._bucket, self._upload_key, upload_id, number, data
             )
         finally:
             self._slots.release()
@@ -153,13 +203,20 @@ class S3Writer:
     async def commit(self, *, sha256: str, mtime_ns: int | None) -> str | None:
         assert not self._closed, "commit after commit/abort"
         self._closed = True
-        metadata = {SHA256_KEY: sha256}
-        if mtime_ns is not None:
-            metadata[MTIME_KEY] = format_mtime(mtime_ns)
+        metadata = object_metadata(sha256, mtime_ns)
+        if self._announced is not None and sha256 != self._announced[SHA256_KEY]:
+            raise StorageError(
+                f"{self._path}: the bytes written hash to {sha256}, not to the "
+                f"{self._announced[SHA256_KEY]} announced (the source changed?)",
+                code=SOURCE_CHANGED,
+            )
         if self._upload_id is None:
             body, self._buffer = bytes(self._buffer), bytearray()
             write = partial(self._put, body, await sha256_hex(body), metadata)
             return await self._publish(write, sha256)
+        await self._upload_rest()
+        if self._direct:
+            return await self._publish(self._complete_direct, sha256)
         staging_etag = await self._complete_staging()
         try:
             source = (self._bucket, self._staging, staging_etag)
@@ -235,13 +292,28 @@ class S3Writer:
             )
         )
 
-    async def _complete_staging(self) -> str:
-        """Upload the last part, wait for all parts, complete the staging object."""
-        assert self._upload_id is not None
+    async def _upload_rest(self) -> None:
+        """Upload the last part and wait for every part to be uploaded."""
         if self._buffer:
             await self._ship()
         await self._tasks.wait()
         self._tasks.raise_if_failed()
+
+    async def _complete_direct(self, key: str, exclusive: bool) -> bool:
+        """Publish the direct upload (``key`` is its key); False when ``If-None-Match`` found
+        the key taken (the upload is then left for :meth:`abort`)."""
+        assert self._upload_id is not None and key == self._path
+        completed = await _unless_taken(
+            self._client.complete_multipart_upload(
+                self._bucket, key, self._upload_id, self._etags, if_none_match=exclusive
+            )
+        )
+        self._direct_pending = not completed
+        return completed
+
+    async def _complete_staging(self) -> str:
+        """Complete the staging object (every part uploaded); returns its ETag."""
+        assert self._upload_id is not None
         return await self._client.complete_multipart_upload(
             self._bucket, self._staging, self._upload_id, self._etags
         )
@@ -331,4 +403,11 @@ class S3Writer:
         self._tasks.cancel()
         await self._tasks.wait()
         await self._abort_publishing()
+        await self._abort_direct()
         await self._remove_staging()
+
+    async def _abort_direct(self) -> None:
+        if self._direct_pending:
+            assert self._upload_id is not None
+            await self._client.abort_multipart_upload(self._bucket, self._path, self._upload_id)
+            self._direct_pending = False

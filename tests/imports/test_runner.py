@@ -5,18 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import trio
-
-from streamer._engine import Engine, Job, JobStatus, Store
-from streamer._engine.copy import CopyRunner
-from streamer._engine.jobs import new_job_id
-from streamer._engine.transfer import TransferSpec, kind_of, plan
+from streamer._engine import JobStatus
 from streamer._storage import LocalStorage
 from streamer._storage.http import HttpClient
 from streamer._storage.huggingface import HubImporter, HubSettings
 from streamer._storage.registry import Locations
 from streamer._storage.urlimport import UrlImport
+from tests.support.engine import run_job
 from tests.support.hubstub import FileServer, HubStub
 
 from .conftest import CORRUPT, TOKEN, populate
@@ -33,22 +28,6 @@ def locations(tmp_path: Path, client: HttpClient, hub: HubStub) -> Locations:
             "huggingface": HubImporter(client, HubSettings(hub.url, TOKEN)),
         },
     )
-
-
-async def run_job(tmp_path: Path, where: Locations, body: dict[str, Any]) -> tuple[Job, Store]:
-    spec = msgspec.convert(body, TransferSpec)
-    planned = await plan(spec, where)
-    job = Job(id=new_job_id(), kind=kind_of(spec), spec=spec.to_json(), files=planned.files)
-    store = Store(str(tmp_path / "state"))
-    runner = CopyRunner(where)
-    engine = Engine(store, {"url": runner, "huggingface": runner})
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        engine.submit(job)
-        while not (running := engine.get(job.id)).status.finished:
-            await running.changed.wait()
-        nursery.cancel_scope.cancel()
-    return job, store  # the object the engine updated, files included
 
 
 async def test_unknown_sizes_are_learned_and_persisted(

@@ -31,9 +31,19 @@ async def upload(
     conflict: Conflict = Conflict.OVERWRITE,
     chunk: int = 1024 * 1024,
     mtime_ns: int | None = None,
+    announce: bool = False,
 ) -> str | None:
-    """Write ``data`` through a writer in ``chunk``-sized pieces; commit; always abort after."""
-    writer = await storage.open_writer(path, conflict=conflict, tag=uuid.uuid4().hex)
+    """Write ``data`` through a writer in ``chunk``-sized pieces; commit; always abort after.
+
+    ``announce``: tell the writer the digest up front (a direct multipart upload).
+    """
+    writer = await storage.open_writer(
+        path,
+        conflict=conflict,
+        tag=uuid.uuid4().hex,
+        sha256=sha(data) if announce else None,
+        mtime_ns=mtime_ns,
+    )
     try:
         for offset in range(0, len(data), chunk):
             await writer.write(data[offset : offset + chunk])

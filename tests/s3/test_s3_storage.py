@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import aclosing
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -244,21 +245,25 @@ async def test_object_replaced_between_parts_raises_source_changed(
 CONFLICT_SIZES = {"single-put": 10, "multipart": PART + 1}
 
 
+@pytest.mark.parametrize("announce", [False, True], ids=["staged", "digest-first"])
 @pytest.mark.parametrize("size", CONFLICT_SIZES.values(), ids=CONFLICT_SIZES.keys())
-async def test_conflict_policies(storage: S3Storage, admin: Any, bucket: str, size: int) -> None:
+async def test_conflict_policies(
+    storage: S3Storage, admin: Any, bucket: str, size: int, announce: bool
+) -> None:
     first, second, third = (randbytes(size, seed=n) for n in range(3))
     path = "d/model.tar.gz"
-    assert await upload(storage, path, first, conflict=Conflict.SKIP) == path  # free: written
+    put = partial(upload, storage, path, announce=announce)
+    assert await put(first, conflict=Conflict.SKIP) == path  # free: written
 
-    assert await upload(storage, path, second, conflict=Conflict.SKIP) is None
+    assert await put(second, conflict=Conflict.SKIP) is None
     assert sha(await download(storage, path)) == sha(first)
 
-    assert await upload(storage, path, second, conflict=Conflict.RENAME) == "d/model.tar (1).gz"
-    assert await upload(storage, path, third, conflict=Conflict.RENAME) == "d/model.tar (2).gz"
+    assert await put(second, conflict=Conflict.RENAME) == "d/model.tar (1).gz"
+    assert await put(third, conflict=Conflict.RENAME) == "d/model.tar (2).gz"
     assert sha(await download(storage, "d/model.tar (1).gz")) == sha(second)
     assert sha(await download(storage, "d/model.tar (2).gz")) == sha(third)
 
-    assert await upload(storage, path, third, conflict=Conflict.OVERWRITE) == path
+    assert await put(third, conflict=Conflict.OVERWRITE) == path
     assert sha(await download(storage, path)) == sha(third)
     assert admin.head_object(Bucket=bucket, Key=path)["Metadata"]["sha256"] == sha(third)
 

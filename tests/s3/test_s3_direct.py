@@ -1,0 +1,109 @@
+"""Digest-first writes: a multipart object whose SHA-256 is known up front is uploaded
+straight to its final key, and published only if the bytes hash to that digest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer._concurrency import cleanup
+from streamer._engine import JobStatus
+from streamer._errors import StorageError
+from streamer._storage import LocalStorage
+from streamer._storage.base import Conflict
+from streamer._storage.registry import Locations
+from streamer._storage.s3 import S3Storage
+from streamer._storage.s3writer import format_mtime
+from tests.support.engine import run_job
+
+from .conftest import PART
+from .helpers import keys, randbytes, sha, uploads
+
+MTIME_NS = 1_600_000_000_123_456_789
+
+
+async def test_announced_digest_uploads_to_the_final_key_and_publishes_metadata(
+    storage: S3Storage, admin: Any, bucket: str
+) -> None:
+    data = randbytes(2 * PART + 1)
+    writer = await storage.open_writer(
+        "d/big.bin", conflict=Conflict.OVERWRITE, tag="t", sha256=sha(data), mtime_ns=MTIME_NS
+    )
+    try:
+        await writer.write(data[: PART + 1])  # the first part ships: the upload exists
+        assert uploads(admin, bucket) == ["d/big.bin"]  # no staging key
+        await writer.write(data[PART + 1 :])
+        assert await writer.commit(sha256=sha(data), mtime_ns=MTIME_NS) == "d/big.bin"
+    finally:
+        await cleanup(writer.abort)
+    stored = admin.get_object(Bucket=bucket, Key="d/big.bin")
+    assert stored["Body"].read() == data
+    assert stored["Metadata"] == {"sha256": sha(data), "mtime": format_mtime(MTIME_NS)}
+    assert keys(admin, bucket) == ["d/big.bin"]
+    assert uploads(admin, bucket) == []
+
+
+@pytest.mark.parametrize("size", [10, 2 * PART + 1], ids=["single-put", "multipart"])
+async def test_bytes_that_are_not_the_announced_ones_publish_nothing(
+    storage: S3Storage, admin: Any, bucket: str, size: int
+) -> None:
+    admin.put_object(Bucket=bucket, Key="d/f.bin", Body=b"old")
+    announced, written = randbytes(size, seed=1), randbytes(size, seed=2)
+    writer = await storage.open_writer(
+        "d/f.bin", conflict=Conflict.OVERWRITE, tag="t", sha256=sha(announced)
+    )
+    try:
+        await writer.write(written)
+        with pytest.raises(StorageError) as caught:
+            await writer.commit(sha256=sha(written), mtime_ns=None)
+    finally:
+        await cleanup(writer.abort)
+    assert caught.value.code == "SourceChanged"
+    assert admin.get_object(Bucket=bucket, Key="d/f.bin")["Body"].read() == b"old"
+    assert keys(admin, bucket) == ["d/f.bin"]
+    assert uploads(admin, bucket) == []
+
+
+class ChangingLocal(LocalStorage):
+    """A local disk whose files change right after being hashed (as a live file might)."""
+
+    async def file_sha256(self, path: str) -> str:
+        digest = await super().file_sha256(path)
+        _overwrite_start(self.resolve(path), b"changed!")
+        return digest
+
+
+def _overwrite_start(path: str, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize("changing", [False, True], ids=["steady", "changed-after-hashing"])
+async def test_local_upload_is_direct_and_a_changed_source_lands_nowhere(
+    tmp_path: Path, storage: S3Storage, admin: Any, bucket: str, changing: bool
+) -> None:
+    data = os.urandom(2 * PART + 1)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/big.bin").write_bytes(data)
+    local = (ChangingLocal if changing else LocalStorage)("local-0", tmp_path / "data")
+    where = Locations([local], buckets=lambda name: S3Storage(name, storage.client))
+    body = {
+        "source": {"type": "local", "locationId": "local-0", "path": "/"},
+        "destination": {"type": "s3", "locationId": bucket, "path": "up"},
+        "items": [{"path": "big.bin", "type": "file"}],
+    }
+    job, store = await run_job(tmp_path, where, body)
+    store.close()
+    assert uploads(admin, bucket) == []
+    if changing:
+        assert job.status is JobStatus.FAILED
+        assert [e.error for e in job.errors] == ["SourceChanged"]
+        assert keys(admin, bucket) == []
+    else:
+        assert job.status is JobStatus.COMPLETED, job.errors
+        assert keys(admin, bucket) == ["up/big.bin"]
+        head = admin.head_object(Bucket=bucket, Key="up/big.bin")
+        assert head["Metadata"]["sha256"] == sha(data) == job.files[0].sha256
