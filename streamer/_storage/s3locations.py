@@ -26,6 +26,7 @@ def settings_from(config: S3Config) -> S3Settings:
         part_size=config.part_size_mib * MiB,
         parts_in_flight=config.parts_in_flight,
         max_retries=config.max_retries,
+        sign_payload=config.sign_payload,
     )
 
 

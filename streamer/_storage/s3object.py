@@ -117,11 +117,12 @@ class _RangeReader:
         self._etag = etag
         self._ranged = True  # dropped after a 416 at byte 0: the object is empty
         self.info: ObjectInfo | None = None
-        self.data = bytearray()
+        self.data = bytearray()  # sized by the first response, filled in place
+        self._received = 0
 
     @property
     def _position(self) -> int:
-        return self._start + len(self.data)
+        return self._start + self._received
 
     @property
     def done(self) -> bool:
@@ -148,15 +149,13 @@ class _RangeReader:
             raise
         try:
             stop = self._check(response)
-            pieces: list[bytes] = []
-            want = stop - self._position
-            try:
-                with transport_errors(self._describe()):
-                    async for piece in response.aiter_raw():  # never left half-read, see module doc
-                        pieces.append(piece)
-            finally:  # one join per response, not a bytearray regrowth per 64 KiB piece
-                got = b"".join(pieces)
-                self.data += got[: max(0, want)] if len(got) > want else got
+            with transport_errors(self._describe()):
+                async for piece in response.aiter_raw():  # never left half-read, see module doc
+                    count = min(len(piece), stop - self._position)
+                    if count > 0:
+                        at = self._received
+                        self.data[at : at + count] = memoryview(piece)[:count]
+                        self._received += count
         finally:
             await close_response(response)
         if self._position < stop:
@@ -184,6 +183,7 @@ class _RangeReader:
                 raise S3Error(f"{self._describe()}: the server ignored Range", code="InvalidRange")
         if self.info is None:
             self.info = ObjectInfo.from_headers(response.headers, size)
+            self.data = bytearray(max(0, min(self._end, size) - self._start))
         return min(self._end, size)
 
     def _changed(self) -> S3Error:

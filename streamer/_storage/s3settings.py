@@ -27,7 +27,8 @@ class S3Settings:
     ``part_size`` is the size of multipart parts and of ranged GETs; a read or
     a write holds at most ``parts_in_flight`` of them in memory, and moves that
     many in parallel. ``copy_part_size`` is the part size of server-side
-    multipart copies.
+    multipart copies. ``sign_payload`` off sends object and part bodies as
+    ``UNSIGNED-PAYLOAD`` (see :mod:`streamer._storage.s3client`).
     Retries back off from ``backoff_base`` seconds, doubling up to ``backoff_max``.
     """
 
@@ -47,6 +48,7 @@ class S3Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     max_connections: int = 64
+    sign_payload: bool = True
 
     def __post_init__(self) -> None:
         for name in ("part_size", "copy_part_size"):

@@ -57,8 +57,8 @@ from .._errors import StorageError
 from .background import BackgroundTasks
 from .base import Conflict
 from .local import temp_name
-from .s3client import sha256_hex
 from .s3errors import PRECONDITION_FAILED, SOURCE_CHANGED, S3Error
+from .s3parts import PartBuffer
 from .s3settings import MAX_PARTS
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class S3Writer:
         self._direct = self._announced is not None and conflict is not Conflict.RENAME
         self._upload_key = path if self._direct else self._staging
         self._part_size = storage.settings.part_size
-        self._buffer = bytearray()
+        self._buffer = PartBuffer(self._part_size)
         self._size = 0
         self._slots = trio.Semaphore(storage.settings.parts_in_flight)
         self._has_slot = False  # whether the buffer being filled holds a slot
@@ -161,15 +161,13 @@ class S3Writer:
         assert not self._closed, "write after commit/abort"
         view = memoryview(chunk)
         while view:
-            if len(self._buffer) == self._part_size:
+            if self._buffer.full:
                 await self._ship()
             if not self._has_slot:
                 await self._slots.acquire()
                 self._has_slot = True
             self._tasks.raise_if_failed()
-            room = self._part_size - len(self._buffer)
-            self._buffer += view[:room]
-            view = view[room:]
+            view = self._buffer.fill(view)
         self._size += len(chunk)
 
     async def _ship(self) -> None:
@@ -186,17 +184,17 @@ class S3Writer:
                 self._upload_id = await self._client.create_multipart_upload(
                     self._bucket, self._staging, metadata={}
                 )
-        data = bytes(self._buffer)
-        self._buffer = bytearray()
+        data = self._buffer.take()
         self._has_slot = False
         self._etags.append("")
         self._tasks.start_soon(self._upload_part, self._upload_id, len(self._etags), data)
 
-    async def _upload_part(self, upload_id: str, number: int, data: bytes) -> None:
+    async def _upload_part(self, upload_id: str, number: int, data: memoryview) -> None:
         try:
             self._etags[number - 1] = await self._client.upload_part(
                 self._bucket, self._upload_key, upload_id, number, data
             )
+            self._buffer.recycle(data)
         finally:
             self._slots.release()
 
@@ -211,8 +209,8 @@ class S3Writer:
                 code=SOURCE_CHANGED,
             )
         if self._upload_id is None:
-            body, self._buffer = bytes(self._buffer), bytearray()
-            write = partial(self._put, body, await sha256_hex(body), metadata)
+            body = self._buffer.take()
+            write = partial(self._put, body, await self._client.payload_hash(body), metadata)
             return await self._publish(write, sha256)
         await self._upload_rest()
         if self._direct:
@@ -279,7 +277,7 @@ class S3Writer:
         return await write(key, False)
 
     async def _put(
-        self, body: bytes, digest: str, metadata: dict[str, str], key: str, exclusive: bool
+        self, body: memoryview, digest: str, metadata: dict[str, str], key: str, exclusive: bool
     ) -> bool:
         return await _unless_taken(
             self._client.put_object(
@@ -399,7 +397,7 @@ class S3Writer:
     async def abort(self) -> None:
         """Stop part uploads, abort multipart uploads, delete the staging object."""
         self._closed = True
-        self._buffer = bytearray()
+        self._buffer.clear()
         self._tasks.cancel()
         await self._tasks.wait()
         await self._abort_publishing()

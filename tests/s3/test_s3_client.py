@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -134,6 +135,20 @@ async def test_requests_are_signed_with_the_payload_hash() -> None:
     assert request.headers["x-amz-security-token"] == "tok"
     assert request.headers["content-length"] == "4"
     assert request.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+
+
+async def test_unsigned_payload_skips_hashing_bodies_but_not_listings() -> None:
+    transport, seen = scripted(reply(200), reply(200, headers={"ETag": '"p"'}), reply(200))
+    data = bytes(range(256)) * 5000  # sent in slices: the server must see it whole
+    async with S3Client(settings(sign_payload=False), transport=transport) as client:
+        await client.put_object("b", "k", data, metadata={})
+        await client.upload_part("b", "k", "u", 1, memoryview(data))
+        await client.delete_object("b", "k")
+    put, part, delete = seen
+    assert put.headers["x-amz-content-sha256"] == part.headers["x-amz-content-sha256"]
+    assert put.headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert put.content == part.content == data
+    assert delete.headers["x-amz-content-sha256"] == hashlib.sha256(b"").hexdigest()
 
 
 async def test_head_of_a_large_object() -> None:

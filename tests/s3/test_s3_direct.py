@@ -3,6 +3,7 @@ straight to its final key, and published only if the bytes hash to that digest."
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from streamer._storage import LocalStorage
 from streamer._storage.base import Conflict
 from streamer._storage.registry import Locations
 from streamer._storage.s3 import S3Storage
+from streamer._storage.s3client import S3Client
+from streamer._storage.s3settings import S3Settings
 from streamer._storage.s3writer import format_mtime
 from tests.support.engine import run_job
 
 from .conftest import PART
-from .helpers import keys, randbytes, sha, uploads
+from .helpers import download, keys, randbytes, sha, upload, uploads
 
 MTIME_NS = 1_600_000_000_123_456_789
 
@@ -107,3 +110,15 @@ async def test_local_upload_is_direct_and_a_changed_source_lands_nowhere(
         assert keys(admin, bucket) == ["up/big.bin"]
         head = admin.head_object(Bucket=bucket, Key="up/big.bin")
         assert head["Metadata"]["sha256"] == sha(data) == job.files[0].sha256
+
+
+@pytest.mark.parametrize("size", [0, 10, 2 * PART + 1], ids=["empty", "single-put", "multipart"])
+async def test_unsigned_payloads_store_the_same_bytes(
+    settings: S3Settings, admin: Any, bucket: str, size: int
+) -> None:
+    data = randbytes(size, seed=size)
+    async with S3Client(dataclasses.replace(settings, sign_payload=False)) as client:
+        storage = S3Storage(bucket, client)
+        assert await upload(storage, "u.bin", data, chunk=PART - 1) == "u.bin"
+        assert await download(storage, "u.bin") == data
+    assert admin.head_object(Bucket=bucket, Key="u.bin")["Metadata"]["sha256"] == sha(data)

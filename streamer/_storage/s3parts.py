@@ -1,0 +1,61 @@
+"""Cutting a stream of chunks into upload parts without copying a part twice."""
+
+from __future__ import annotations
+
+
+class PartBuffer:
+    """Collects chunks of any size into parts of ``part_size`` bytes.
+
+    Each byte is copied once, into the part being filled; :meth:`take` hands
+    the part over as a view (no copy) and starts the next one. The first part
+    grows with the data, as most objects are small; the later ones are whole
+    ``part_size`` buffers, which :meth:`recycle` returns for reuse once their
+    upload is done, so a long upload allocates (and page-faults) only as many
+    as are in flight at once.
+    """
+
+    def __init__(self, part_size: int) -> None:
+        self._part_size = part_size
+        self._data = bytearray()
+        self._filled = 0
+        self._taken = 0  # parts taken so far
+        self._spare: list[bytearray] = []
+
+    def __len__(self) -> int:
+        """Bytes in the part being filled."""
+        return self._filled
+
+    @property
+    def full(self) -> bool:
+        return self._filled == self._part_size
+
+    def fill(self, chunk: memoryview) -> memoryview:
+        """Copy as much of ``chunk`` as fits in the part; returns what did not fit."""
+        count = min(self._part_size - self._filled, len(chunk))
+        if not self._taken:  # the first part: grow with the data
+            self._data += chunk[:count]
+        else:
+            if not self._data:
+                self._data = self._spare.pop() if self._spare else bytearray(self._part_size)
+            self._data[self._filled : self._filled + count] = chunk[:count]
+        self._filled += count
+        return chunk[count:]
+
+    def take(self) -> memoryview:
+        """The bytes of the part being filled (the buffer now belongs to the caller);
+        the next :meth:`fill` starts a new part."""
+        part = memoryview(self._data)[: self._filled]
+        self._data, self._filled = bytearray(), 0
+        self._taken += 1
+        return part
+
+    def recycle(self, part: memoryview) -> None:
+        """Give back a whole part from :meth:`take` once nothing reads it any more."""
+        buffer = part.obj
+        if isinstance(buffer, bytearray) and len(buffer) == self._part_size:
+            self._spare.append(buffer)
+
+    def clear(self) -> None:
+        """Drop the part being filled and the spare buffers."""
+        self._data, self._filled = bytearray(), 0
+        self._spare.clear()
