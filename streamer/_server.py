@@ -36,6 +36,7 @@ from ._storage.imports import http_settings, importers
 from ._storage.registry import Locations
 
 if TYPE_CHECKING:
+    from ._api.metrics import RetryCounter
     from ._storage.s3client import S3Client
 
 log = logging.getLogger("streamer")
@@ -78,6 +79,9 @@ def build_services(
     )
     node.engine = engine
     node.recover()  # before the engine marks interrupted node jobs failed
+    clients: dict[str, RetryCounter] = {"s3": s3} if s3 is not None else {}
+    if http is not None:
+        clients["http"] = http
     return Services(
         engine=engine,
         locations=locations,
@@ -85,6 +89,8 @@ def build_services(
         node=node,
         uploads=uploads,
         exchange=build_exchange(config, locations),
+        metrics=config.metrics,
+        retry_counters=clients,
     )
 
 

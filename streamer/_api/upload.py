@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import msgspec
 from quart import Blueprint, Response, request
@@ -14,18 +15,52 @@ from .._engine.jobs import new_job_id
 from .._engine.transfer import LocalEndpoint
 from .._engine.upload import UploadRunner, UploadSpec
 from .._errors import BadRequest, Conflict, PayloadTooLarge, StreamerError
-from .._storage import Conflict as ConflictPolicy
 from .._storage.base import UNKNOWN_SIZE
-from .app import json_response, services
+from .app import json_response, read_query, services
+from .describe import Header, Stream, describe
 
 blueprint = Blueprint("upload", __name__)
 
 #: Prefix of the routes whose bodies are streams (no MAX_CONTENT_LENGTH, back-pressure).
 STREAMING_PREFIXES = (("PUT", "/api/upload/"),)
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+SHA256_HEADER = Header(
+    "X-Checksum-Sha256",
+    "Hex SHA-256 the bytes must hash to; on a mismatch nothing lands (422).",
+    {"type": "string", "pattern": _SHA256.pattern},
+)
+
+
+class UploadQuery(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    conflict_resolution: Literal["overwrite", "skip", "rename"] = "overwrite"
+
+
+class Uploaded(msgspec.Struct, rename="camel"):
+    """The landed file (``path`` is null when skipped as a conflict)."""
+
+    job_id: str
+    path: str | None
+    size: int
+    sha256: str | None
 
 
 @blueprint.put("/api/upload/<location_id>/<path:path>")
+@describe(
+    "Upload a file into a local location",
+    body=Stream("The file's bytes (streamed; memory stays flat)."),
+    query=UploadQuery,
+    headers=(SHA256_HEADER,),
+    params={
+        "location_id": "A local location's id, e.g. local-0.",
+        "path": "The file's path inside the location (may contain '/').",
+    },
+    responses={201: Uploaded, 200: Uploaded},
+    errors={
+        409: "The upload was cancelled.",
+        413: "The body exceeds uploads.max_bytes.",
+        422: "The bytes do not match X-Checksum-Sha256.",
+    },
+)
 async def upload(location_id: str, path: str) -> Response:
     """Stream the raw body into ``path`` of the local location ``location_id``.
 
@@ -45,9 +80,7 @@ async def upload(location_id: str, path: str) -> Response:
     declared = request.headers.get("X-Checksum-Sha256")
     if declared is not None and not _SHA256.match(declared):
         raise BadRequest("X-Checksum-Sha256 must be 64 hex digits", code="invalid_checksum")
-    conflict = request.args.get("conflictResolution", "overwrite")
-    if conflict not in {c.value for c in ConflictPolicy}:
-        raise BadRequest(f"conflictResolution must be overwrite, skip or rename, not {conflict!r}")
+    conflict = read_query(UploadQuery).conflict_resolution
     length = request.content_length
     if uploads.max_bytes and length is not None and length > uploads.max_bytes:
         raise PayloadTooLarge(
@@ -85,7 +118,7 @@ async def upload(location_id: str, path: str) -> Response:
         raise StreamerError(first.message, code=first.error)
     file = job.files[0]
     return json_response(
-        {"jobId": job.id, "path": file.final_path, "size": file.size, "sha256": file.sha256},
+        Uploaded(job_id=job.id, path=file.final_path, size=file.size, sha256=file.sha256),
         201 if file.final_path else 200,
     )
 
