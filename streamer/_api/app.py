@@ -116,7 +116,7 @@ def create_app(svc: Services, *, public_endpoints: frozenset[str] = frozenset())
     from .openapi import openapi_path
     from .transfer import PUBLIC_ENDPOINTS, blueprint
 
-    app = QuartTrio("streamer")
+    app = QuartTrio("streamer", static_folder=None)  # no /static route: nothing to serve
     app.asgi_http_class = FlowConnection  # uploads are read with back-pressure
     app.request_class = FlowRequest
     app.config.update(
