@@ -26,10 +26,10 @@ class TransferRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     ``download`` is worker → server (the worker's upload lands at ``path``).
     """
 
-    worker_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    worker_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256, examples=["worker-1"])]
     direction: Literal["upload", "download"]
-    location_id: Annotated[str, msgspec.Meta(min_length=1)]
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    location_id: Annotated[str, msgspec.Meta(min_length=1, examples=["local-0"])]
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, examples=["models/a.bin"])]
     original_filename: str | None = None
     content_type: str | None = None
     checksum: Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)] | None = None
