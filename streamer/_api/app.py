@@ -74,7 +74,8 @@ async def read_body(kind: type[T]) -> T:
 
 def read_query(kind: type[T]) -> T:
     """The query string as ``kind`` (a ``Struct`` of optional fields; values are
-    converted from text); bad input is a 400 naming the parameter."""
+    converted from text; other parameters, such as cache busters, are ignored);
+    a bad value is a 400 naming the parameter."""
     try:
         return msgspec.convert(request.args.to_dict(), kind, strict=False)
     except msgspec.ValidationError as exc:

@@ -86,7 +86,7 @@ class Received(msgspec.Struct, rename="camel"):
     bytes: int
 
 
-class CancelQuery(msgspec.Struct, forbid_unknown_fields=True):
+class CancelQuery(msgspec.Struct):
     server: str | None = None
 
 

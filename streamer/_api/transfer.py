@@ -40,7 +40,7 @@ class TransferCreated(_Answer):
     estimated_bytes: int
 
 
-class JobQuery(msgspec.Struct, forbid_unknown_fields=True):
+class JobQuery(msgspec.Struct):
     status: JobStatus | None = None
 
 

@@ -31,7 +31,7 @@ SHA256_HEADER = Header(
 )
 
 
-class UploadQuery(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+class UploadQuery(msgspec.Struct, rename="camel"):
     conflict_resolution: Literal["overwrite", "skip", "rename"] = "overwrite"
 
 

@@ -172,3 +172,12 @@ def _running_job(node: Node, timeout: float = 20.0) -> str:
                 return str(jobs[0]["id"])
             time.sleep(0.02)
     raise AssertionError("the upload never became a running job")
+
+
+def test_query_parameters_are_validated_by_their_types(node: Node) -> None:
+    with node.client() as client:
+        bad = client.get("/api/transfer", params={"status": "bogus"})
+        ignored = client.get("/api/transfer", params={"status": "pending", "_": "1700000000"})
+    assert bad.status_code == 400
+    assert bad.json()["error"] == "invalid_query" and "status" in bad.json()["message"]
+    assert ignored.status_code == 200 and ignored.json() == {"jobs": []}
