@@ -25,6 +25,7 @@ from .sse import Subscribers
 if TYPE_CHECKING:
     from .._exchange.service import Exchange
     from .._node.service import NodeService
+    from .._worker.service import WorkerJobs
     from .metrics import RetryCounter
     from .upload import Uploads
 
@@ -53,6 +54,8 @@ class Services:
     #: Clients whose retries ``/metrics`` reports, by name (``s3``, ``http``).
     retry_counters: dict[str, RetryCounter] = field(default_factory=dict)
     subscribers: Subscribers = field(default_factory=Subscribers)
+    workers: WorkerJobs | None = None
+    worker_auth: TokenAuth | None = None  # worker.tokens + the API tokens
 
 
 def services() -> Services:
@@ -112,7 +115,7 @@ def redact(path_and_query: str) -> str:
 def create_app(svc: Services, *, public_endpoints: frozenset[str] = frozenset()) -> Quart:
     """Build the app. Every endpoint needs the API token except those named
     ``public`` (they authenticate themselves, e.g. the SSE stream's ticket)."""
-    from . import docs, exchange, metrics, node, upload
+    from . import docs, exchange, metrics, node, upload, worker
     from .flow import FlowConnection, FlowRequest
     from .openapi import openapi_path
     from .transfer import PUBLIC_ENDPOINTS, blueprint
@@ -126,17 +129,19 @@ def create_app(svc: Services, *, public_endpoints: frozenset[str] = frozenset())
         RESPONSE_TIMEOUT=None,
         BODY_TIMEOUT=60,
         PROVIDE_AUTOMATIC_OPTIONS=False,
-        STREAMING_ROUTES=node.STREAMING_ROUTES,
+        STREAMING_ROUTES=node.STREAMING_ROUTES | worker.STREAMING_ROUTES,
         STREAMING_PREFIXES=upload.STREAMING_PREFIXES + exchange.STREAMING_PREFIXES,
     )
     app.register_blueprint(blueprint)
     app.register_blueprint(node.blueprint)
     app.register_blueprint(upload.blueprint)
     app.register_blueprint(exchange.blueprint)
+    app.register_blueprint(worker.blueprint)
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(metrics.blueprint)
     public = public_endpoints | PUBLIC_ENDPOINTS | node.PUBLIC_ENDPOINTS | {"health"}
-    public |= exchange.PUBLIC_ENDPOINTS | docs.PUBLIC_ENDPOINTS | metrics.PUBLIC_ENDPOINTS
+    public |= exchange.PUBLIC_ENDPOINTS | worker.PUBLIC_ENDPOINTS
+    public |= docs.PUBLIC_ENDPOINTS | metrics.PUBLIC_ENDPOINTS
     app.config["PUBLIC_ENDPOINTS"] = public
     observed = app.extensions["metrics"] = metrics.Metrics(svc)
 

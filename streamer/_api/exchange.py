@@ -11,15 +11,10 @@ resumable tus-style: ``HEAD`` answers ``Upload-Offset``, ``PATCH`` with
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterable, AsyncIterator
-
 import msgspec
-import trio
-import zstandard
 from quart import Blueprint, Response, request
 
-from .._errors import BadRequest, Conflict, StreamerError, Unauthorized, UnsupportedStorage
+from .._errors import BadRequest, Conflict, Unauthorized, UnsupportedStorage
 from .._exchange.models import (
     FileTransferResponse,
     FileTransferStatus,
@@ -31,15 +26,9 @@ from .._exchange.models import (
 )
 from .._exchange.service import Exchange
 from .._exchange.tokens import Scope
-from .._node.multipart import (
-    MultipartParser,
-    PartData,
-    PartEnd,
-    PartStart,
-    parse_params,
-)
+from . import wire
 from .app import json_response, read_body, services
-from .describe import API_TOKEN, TRANSFER_TOKEN, Header, Part, Reply, Stream, describe
+from .describe import API_TOKEN, TRANSFER_TOKEN, Part, Reply, Stream, describe
 
 blueprint = Blueprint("exchange", __name__)
 
@@ -56,16 +45,6 @@ PUBLIC_ENDPOINTS = frozenset(
         "exchange.delete",
     }
 )
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-ZSTD_LEVEL = 3
-_ZSTD_SLICE = 512  # compressed bytes per call: at most ~16 MiB out even for a bomb
-_ZSTD_STEP_OUTPUT = 1 << 20
-
-
-class RangeNotSatisfiable(StreamerError):
-    status_code = 416
-    code = "range_not_satisfiable"
 
 
 def exchange() -> Exchange:
@@ -75,16 +54,8 @@ def exchange() -> Exchange:
     return ex
 
 
-def _presented_token() -> str | None:
-    token = request.args.get("token")
-    if token:
-        return token
-    scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
 def _check_transfer_token(transfer_id: str, scope: Scope | None) -> None:
-    exchange().signer.verify(_presented_token(), transfer_id, scope)
+    exchange().signer.verify(wire.presented_token(), transfer_id, scope)
 
 
 def _check_api_or_transfer_token(transfer_id: str) -> None:
@@ -128,21 +99,7 @@ class TransferDeleted(msgspec.Struct):
 _TRANSFER = {"transfer_id": "The transfer's id (`transfer_id` of its creation)."}
 _EITHER = (API_TOKEN, TRANSFER_TOKEN)
 _NO_TRANSFER = {404: "No such transfer.", 410: "The transfer has expired."}
-_CHECKSUM = Header(
-    "X-Checksum-Sha256",
-    "Hex SHA-256 of the whole file; a mismatch fails the upload (nothing lands).",
-    {"type": "string", "pattern": r"^[0-9a-fA-F]{64}$"},
-)
-_ENCODING = Header(
-    "Content-Encoding",
-    "`zstd` for a compressed body (identity otherwise).",
-    {"type": "string", "enum": ["zstd", "identity"]},
-)
-_UPLOAD_LENGTH = Header(
-    "Upload-Length",
-    "The file's total size in bytes, when the body is not all of it.",
-    {"type": "string", "pattern": r"^[0-9]{1,18}$"},
-)
+_UPLOAD_HEADERS = (wire.CHECKSUM_HEADER, wire.ENCODING_HEADER, wire.UPLOAD_LENGTH_HEADER)
 _UPLOAD_BODY = Stream(
     "The file: the raw body, or the multipart field `file`.",
     parts=(Part("file", "The file's bytes.", required=True),),
@@ -206,38 +163,12 @@ async def delete(transfer_id: str) -> Response:
 # -- server → worker -----------------------------------------------------------
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``(start, end)`` (end exclusive) of a single-range ``Range`` header; None: whole."""
-    if not header:
-        return None
-    match = _RANGE.match(header.strip())
-    if match is None:
-        return None  # multi-range or another unit: ignored, the whole file is sent
-    first, last = match.groups()
-    if not first and not last:
-        return None
-    if not first:
-        start, end = max(0, size - int(last)), size
-    else:
-        start = int(first)
-        end = min(size, int(last) + 1) if last else size
-        if last and int(last) < start:
-            return None
-    if start >= size or start >= end:
-        raise RangeNotSatisfiable(f"range {header!r} is outside the {size} bytes")
-    return start, end
-
-
 @blueprint.get(PREFIX + "/<transfer_id>/download")
 @describe(
     "Download a staged file (worker)",
     auth=(TRANSFER_TOKEN,),
     params=_TRANSFER,
-    headers=(
-        Header("Range", "One range `bytes=START-END` (or `-SUFFIX`) to resume."),
-        Header("If-Range", "The ETag of the first part: a stale one gets the whole file."),
-        Header("Accept-Encoding", "`zstd` for a compressed whole-file answer."),
-    ),
+    headers=wire.RANGE_HEADERS,
     responses={
         200: Reply(
             "The whole file.",
@@ -258,138 +189,25 @@ async def download(transfer_id: str) -> Response:
     transfer = await ex.live(transfer_id)
     if transfer.status is TransferStatus.FAILED or transfer.file_size is None:
         raise Conflict(f"transfer {transfer_id} has nothing staged")
-    size = transfer.file_size
-    etag = f'"{transfer.sha256}"'
-    headers = {
-        "Accept-Ranges": "bytes",
-        "ETag": etag,
-        "X-Checksum-Sha256": transfer.sha256 or "",
-        "Cache-Control": "no-store",
-        "Content-Disposition": f'attachment; filename="{_quoted(transfer.original_filename)}"',
-    }
-    wanted = _parse_range(request.headers.get("Range"), size)
-    if_range = request.headers.get("If-Range")
-    if wanted is not None and if_range is not None and if_range != etag:
-        wanted = None  # the file changed since the client's first part: start over
-    start, end = wanted or (0, size)
-    body: AsyncIterable[bytes] = ex.download(transfer, start, end)
-    status_code = 200
-    if wanted is not None:
-        status_code = 206
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    if wanted is None and "zstd" in request.headers.get("Accept-Encoding", "").lower():
-        body = _zstd_compress(body)
-        headers["Content-Encoding"] = "zstd"
-        headers["Vary"] = "Accept-Encoding"
-    response = Response(
-        body,
-        status=status_code,
-        content_type=transfer.content_type or "application/octet-stream",
-        headers=headers,
+    return wire.file_response(
+        size=transfer.file_size,
+        sha256=transfer.sha256,
+        filename=transfer.original_filename,
+        content_type=transfer.content_type,
+        read=lambda start, end: ex.download(transfer, start, end),
     )
-    if "Content-Encoding" not in headers:
-        response.headers["Content-Length"] = str(end - start)
-    response.timeout = None
-    return response
-
-
-def _quoted(name: str) -> str:
-    return name.replace("\\", "_").replace('"', "_").replace("\r", "_").replace("\n", "_")
-
-
-async def _zstd_compress(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
-    async for piece in source:
-        out = await trio.to_thread.run_sync(compressor.compress, piece)
-        if out:
-            yield out
-    yield compressor.flush()
 
 
 # -- worker → server -----------------------------------------------------------
-
-
-async def _file_part(body: AsyncIterable[bytes], boundary: str) -> AsyncIterator[bytes]:
-    """The content of the multipart field ``file``; other fields are ignored."""
-    parser = MultipartParser(boundary)
-    inside = found = False
-    async for piece in body:
-        for event in parser.feed(piece):
-            if isinstance(event, PartStart):
-                inside = event.name == "file"
-                found |= inside
-            elif isinstance(event, PartData) and inside:
-                yield event.data
-            elif isinstance(event, PartEnd):
-                inside = False
-    parser.finish()
-    if not found:
-        raise BadRequest("the multipart body has no 'file' field", code="missing_file")
-
-
-async def _zstd_decompress(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Decompress a zstd body with bounded output per step (a tiny bomb stays small)."""
-    decompressor = zstandard.ZstdDecompressor(max_window_size=1 << 27).decompressobj()
-
-    def step(data: bytes) -> tuple[bytes, bytes]:
-        out: list[bytes] = []
-        produced = 0
-        while data and produced < _ZSTD_STEP_OUTPUT:
-            try:
-                piece = decompressor.decompress(data[:_ZSTD_SLICE])
-            except zstandard.ZstdError as exc:
-                raise BadRequest(f"zstd body is corrupt: {exc}", code="corrupt_body") from None
-            data = data[_ZSTD_SLICE:]
-            out.append(piece)
-            produced += len(piece)
-        return b"".join(out), data
-
-    async for piece in source:
-        rest = piece
-        while rest:
-            out, rest = await trio.to_thread.run_sync(step, rest)
-            if out:
-                yield out
-    if not decompressor.eof:
-        raise BadRequest("the zstd body ends inside a frame", code="corrupt_body")
-
-
-def _plaintext_body() -> tuple[AsyncIterable[bytes], bool]:
-    """The uploaded file's bytes, and whether they are the raw body (length known)."""
-    body: AsyncIterable[bytes] = request.body
-    raw = True
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding == "zstd":
-        body, raw = _zstd_decompress(body), False
-    elif encoding not in ("", "identity"):
-        raise BadRequest(f"unsupported Content-Encoding {encoding!r}", code="unsupported_encoding")
-    mime, _, params = (request.headers.get("Content-Type") or "").partition(";")
-    if mime.strip().lower() == "multipart/form-data":
-        boundary = parse_params(";" + params).get("boundary")
-        if not boundary:
-            raise BadRequest("multipart body without a boundary", code="malformed_multipart")
-        body, raw = _file_part(body, boundary), False
-    return body, raw
-
-
-def _int_header(name: str) -> int | None:
-    value = request.headers.get(name)
-    if value is None:
-        return None
-    if not value.strip().isdigit():
-        raise BadRequest(f"{name} must be a non-negative integer", code="invalid_header")
-    return int(value)
 
 
 async def _receive(transfer_id: str, offset: int | None) -> Response:
     _check_transfer_token(transfer_id, "upload")
     ex = exchange()
     transfer = await ex.live(transfer_id)
-    declared = request.headers.get("X-Checksum-Sha256")
-    if declared is not None and not _SHA256.match(declared):
-        raise BadRequest("X-Checksum-Sha256 must be 64 hex digits", code="invalid_checksum")
-    body, raw = _plaintext_body()
-    total = _int_header("Upload-Length")
+    declared = wire.declared_checksum()
+    body, raw = wire.plaintext_body(("file",))
+    total = wire.int_header("Upload-Length")
     length = request.content_length
     if total is None and transfer.file_size is None and raw and length is not None:
         total = (offset or 0) + length
@@ -398,7 +216,7 @@ async def _receive(transfer_id: str, offset: int | None) -> Response:
         body,
         offset=offset,
         total=total,
-        checksum=declared and declared.lower(),
+        checksum=declared,
     )
     response = json_response(
         status_json(transfer), 201 if transfer.status is TransferStatus.COMPLETED else 200
@@ -413,7 +231,7 @@ async def _receive(transfer_id: str, offset: int | None) -> Response:
     auth=(TRANSFER_TOKEN,),
     params=_TRANSFER,
     body=_UPLOAD_BODY,
-    headers=(_CHECKSUM, _ENCODING, _UPLOAD_LENGTH),
+    headers=_UPLOAD_HEADERS,
     responses=_UPLOADED,
     errors=_UPLOAD_ERRORS,
 )
@@ -427,22 +245,12 @@ async def upload(transfer_id: str) -> Response:
     auth=(TRANSFER_TOKEN,),
     params=_TRANSFER,
     body=Stream("The rest of the file, raw."),
-    headers=(
-        Header(
-            "Upload-Offset",
-            "Bytes already received (from HEAD).",
-            {"type": "string", "pattern": r"^[0-9]{1,18}$"},
-            required=True,
-        ),
-        _CHECKSUM,
-        _ENCODING,
-        _UPLOAD_LENGTH,
-    ),
+    headers=(wire.UPLOAD_OFFSET_HEADER, *_UPLOAD_HEADERS),
     responses=_UPLOADED,
     errors=_UPLOAD_ERRORS,
 )
 async def upload_patch(transfer_id: str) -> Response:
-    offset = _int_header("Upload-Offset")
+    offset = wire.int_header("Upload-Offset")
     if offset is None:
         raise BadRequest("PATCH needs an Upload-Offset header (see HEAD)", code="missing_offset")
     return await _receive(transfer_id, offset)

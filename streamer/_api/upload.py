@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 import msgspec
@@ -16,19 +15,14 @@ from .._engine.transfer import LocalEndpoint
 from .._engine.upload import UploadRunner, UploadSpec
 from .._errors import BadRequest, Conflict, PayloadTooLarge, StreamerError
 from .._storage.base import UNKNOWN_SIZE
+from . import wire
 from .app import json_response, read_query, services
-from .describe import Header, Stream, describe
+from .describe import Stream, describe
 
 blueprint = Blueprint("upload", __name__)
 
 #: Prefix of the routes whose bodies are streams (no MAX_CONTENT_LENGTH, back-pressure).
 STREAMING_PREFIXES = (("PUT", "/api/upload/"),)
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-SHA256_HEADER = Header(
-    "X-Checksum-Sha256",
-    "Hex SHA-256 the bytes must hash to; on a mismatch nothing lands (422).",
-    {"type": "string", "pattern": _SHA256.pattern},
-)
 
 
 class UploadQuery(msgspec.Struct, rename="camel"):
@@ -49,7 +43,7 @@ class Uploaded(msgspec.Struct, rename="camel"):
     "Upload a file into a local location",
     body=Stream("The file's bytes (streamed; memory stays flat)."),
     query=UploadQuery,
-    headers=(SHA256_HEADER,),
+    headers=(wire.CHECKSUM_HEADER,),
     params={
         "location_id": "A local location's id, e.g. local-0.",
         "path": "The file's path inside the location (may contain '/').",
@@ -77,9 +71,7 @@ async def upload(location_id: str, path: str) -> Response:
     target = _paths.clean_base(path, what="upload path")
     if not target:
         raise BadRequest("name the file to upload: /api/upload/<locationId>/<path>")
-    declared = request.headers.get("X-Checksum-Sha256")
-    if declared is not None and not _SHA256.match(declared):
-        raise BadRequest("X-Checksum-Sha256 must be 64 hex digits", code="invalid_checksum")
+    declared = wire.declared_checksum()
     conflict = read_query(UploadQuery).conflict_resolution
     length = request.content_length
     if uploads.max_bytes and length is not None and length > uploads.max_bytes:
@@ -98,7 +90,7 @@ async def upload(location_id: str, path: str) -> Response:
     uploads.runner.attach(
         job,
         request.body,
-        declared_sha256=declared and declared.lower(),
+        declared_sha256=declared,
         max_bytes=uploads.max_bytes,
     )
     svc.engine.submit(job)
