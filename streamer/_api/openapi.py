@@ -172,6 +172,7 @@ class _Schemas:
         found, self.components = msgspec.json.schema_components(types, ref_template=_REF)
         self._by_type = {id(kind): schema for kind, schema in zip(types, found, strict=True)}
         self.error = self.of(ErrorBody)
+        queries = list(dict.fromkeys(queries))  # one query type may serve several routes
         found, extra = msgspec.json.schema_components(queries, ref_template=_REF)
         self._queries = {
             id(query): extra.pop(ref["$ref"].rsplit("/", 1)[1])

@@ -2,8 +2,8 @@
 OpenAPI document.
 
 The engine builds these objects as dicts (``Job.to_json``, ``FileTask.to_json``,
-``check_conflicts``); the types here describe them and are checked against them
-strictly (every field required, no unknown field) by the test suite, so the
+``check_conflicts``, the worker's ``job_json``); the types here describe them and
+are checked against them strictly (every field required, no unknown field) by the test suite, so the
 description cannot drift from what is sent.
 """
 
@@ -15,6 +15,7 @@ import msgspec
 
 from .._engine import JobStatus
 from .._engine.jobs import FileStatus
+from .._worker.models import JobStatus as WorkerJobStatus
 
 
 class _Shape(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -75,3 +76,40 @@ class ConflictCheck(_Shape):
     conflicts: list[str]
     non_conflicting: list[str]
     warning: LargeFolderWarning | msgspec.UnsetType = msgspec.UNSET
+
+
+class WorkerSource(_Shape):
+    """The job's input; ``size`` and ``sha256`` appear once the background hash is done."""
+
+    location_id: str
+    path: str
+    size: int | None
+    sha256: str | None
+
+
+class WorkerOutput(_Shape):
+    location_id: str
+    path: str
+
+
+class WorkerResult(_Shape):
+    size: int | None
+    sha256: str | None
+
+
+class WorkerJobShape(_Shape):
+    """A worker job; times are ISO 8601 (UTC)."""
+
+    id: str
+    status: WorkerJobStatus
+    source: WorkerSource
+    output: WorkerOutput
+    metadata: dict[str, Any]
+    worker_id: str | None
+    attempts: int
+    max_attempts: int
+    lease_expires_at: str | None
+    created_at: str | None
+    updated_at: str | None
+    error: str | None
+    result: WorkerResult | None

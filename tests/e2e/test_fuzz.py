@@ -31,7 +31,8 @@ from schemathesis.checks import (
 
 from .node import TOKEN, Node, tree
 
-EXAMPLES = {GenerationMode.POSITIVE: 16, GenerationMode.NEGATIVE: 10}
+EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}
+REAL_EXAMPLES = {GenerationMode.POSITIVE: 10, GenerationMode.NEGATIVE: 5}
 CLOSED_PORT = "http://127.0.0.1:9"  # discard: nothing listens, connections are refused
 NODE_DIRS = ("data", "state", "servers")
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
@@ -121,10 +122,12 @@ def test_the_api_survives_fuzzing(fuzzed_node: Node, tmp_path: Path) -> None:
             run(operation.as_strategy(generation_mode=mode), examples)
     # The same operations on things that exist; deletions last, so they exist throughout.
     for operation in sorted(operations, key=_destructive):
-        names = {p.name for p in operation.path_parameters}
+        path_names = {p.name for p in operation.path_parameters}
+        query_names = {p.name for p in operation.query}
         for params, query in _real_objects(node):
-            if params.keys() <= names:
-                for mode, examples in EXAMPLES.items():
+            named = set(query) - {"token"}  # the token is a credential, not a parameter
+            if (params or named) and params.keys() <= path_names and named <= query_names:
+                for mode, examples in REAL_EXAMPLES.items():
                     strategy = operation.as_strategy(
                         generation_mode=mode, path_parameters=params, query=query
                     )
@@ -139,9 +142,9 @@ def test_the_api_survives_fuzzing(fuzzed_node: Node, tmp_path: Path) -> None:
 
 @functools.cache
 def _real_objects(node: Node) -> list[tuple[dict[str, str], dict[str, str]]]:
-    """Path parameters (and query credentials) naming things that exist: the local
-    location, a finished copy job, an exchange transfer staged for a worker to
-    download and one waiting for a worker's upload."""
+    """Path and query parameters (and credentials) naming things that exist: the
+    local location, a finished copy job, an exchange transfer staged for a worker
+    to download and one waiting for a worker's upload, a claimed worker job."""
     created = node.transfer([{"path": "a.bin", "type": "file"}])
     node.wait(created["jobId"])
     objects: list[tuple[dict[str, str], dict[str, str]]] = [
@@ -162,13 +165,24 @@ def _real_objects(node: Node) -> list[tuple[dict[str, str], dict[str, str]]]:
             objects.append(
                 ({"transfer_id": transfer["transfer_id"]}, {"token": transfer["auth_token"]})
             )
+        body = {
+            "source": {"locationId": "local-0", "path": "src/a.bin"},
+            "output": {"locationId": "local-0", "path": "results/worker.bin"},
+        }
+        assert client.post("/api/worker/jobs", json=body).status_code == 201
+        claimed = client.post("/api/worker/jobs/claim", json={"workerId": "w"})
+        assert claimed.status_code == 200, claimed.text
+        job, token = claimed.json()["job"]["id"], claimed.json()["token"]
+        objects.append(({"job_id": job}, {"token": token}))
+        objects.append(({}, {"job_id": job, "token": token}))
     return objects
 
 
 def _destructive(operation: Any) -> bool:
-    return operation.method.upper() == "DELETE" or operation.path.rsplit("/", 2)[-2] in (
-        "cancel",
-        "cleanup",
+    """Whether the operation ends the object it names (run those last)."""
+    segments = operation.path.split("/")
+    return operation.method.upper() == "DELETE" or bool(
+        {"cancel", "cleanup", "fail", "release"} & set(segments)
     )
 
 

@@ -14,7 +14,7 @@ from quart import Quart
 from streamer._api import Services, create_app
 from streamer._api.describe import API_TOKEN, operation_of
 from streamer._api.openapi import document, documented_methods, openapi_path
-from streamer._api.shapes import ConflictCheck, FileShape, JobShape
+from streamer._api.shapes import ConflictCheck, FileShape, JobShape, WorkerJobShape
 from streamer._auth import TokenAuth
 from streamer._engine import Engine, FileTask, Job, Store
 from streamer._engine import transfer as transfer_module
@@ -22,6 +22,8 @@ from streamer._engine.jobs import FileStatus, JobError, JobStatus
 from streamer._engine.transfer import TransferSpec, check_conflicts
 from streamer._storage import LocalStorage
 from streamer._storage.registry import Locations
+from streamer._worker.models import JobStatus as WorkerJobStatus
+from streamer._worker.models import WorkerJob, job_json
 
 
 @pytest.fixture
@@ -116,6 +118,21 @@ def test_described_shapes_are_what_the_engine_sends() -> None:
         msgspec.convert({**job.to_json(), "extra": 1}, JobShape)
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({k: v for k, v in job.to_json().items() if k != "errors"}, JobShape)
+
+    worker_job = WorkerJob(
+        id="w-1",
+        status=WorkerJobStatus.COMPLETED,
+        source_location="local-0",
+        source_path="in.mp4",
+        output_location="local-0",
+        output_path="out.mp4",
+        max_attempts=3,
+        created_at=1.0,
+        updated_at=2.0,
+        result_size=5,
+        result_sha256="ab" * 32,
+    )
+    _strict(job_json(worker_job), WorkerJobShape)
 
 
 async def test_the_conflict_check_is_what_check_conflicts_sends(
