@@ -131,18 +131,32 @@ def _build(app: Quart) -> dict[str, Any]:
             op_id = rule.endpoint if len(methods) == 1 else f"{rule.endpoint}.{method.lower()}"
             entry = _operation(rule, operation, schemas, op_id=op_id, tag=tag)
             paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = entry
-    return {
-        "openapi": OPENAPI_VERSION,
-        "info": {
-            "title": "streamer",
-            "version": __version__,
-            "description": "The HTTP API of a streamer node. Every error answer is JSON "
-            '`{"error": code, "message": text}` (the `Error` schema).',
-        },
-        "tags": [{"name": name, "description": text} for name, text in sorted(tags.items())],
-        "paths": paths,
-        "components": {"schemas": schemas.components, "securitySchemes": SECURITY_SCHEMES},
-    }
+    return _readable_names(
+        {
+            "openapi": OPENAPI_VERSION,
+            "info": {
+                "title": "streamer",
+                "version": __version__,
+                "description": "The HTTP API of a streamer node. Every error answer is JSON "
+                '`{"error": code, "message": text}` (the `Error` schema).',
+            },
+            "tags": [{"name": n, "description": text} for n, text in sorted(tags.items())],
+            "paths": paths,
+            "components": {"schemas": schemas.components, "securitySchemes": SECURITY_SCHEMES},
+        }
+    )
+
+
+def _readable_names(doc: dict[str, Any]) -> dict[str, Any]:
+    """msgspec names two types of one name by their module paths
+    (``streamer._worker.models.JobStatus``); call them ``WorkerJobStatus`` instead."""
+    text = msgspec.json.encode(doc).decode()
+    for name in [n for n in doc["components"]["schemas"] if "." in n]:
+        package = name.split(".")[1].strip("_").capitalize()
+        readable = package + name.rsplit(".", 1)[1]
+        text = text.replace(f'"{name}"', f'"{readable}"')
+        text = text.replace(_REF.format(name=name) + '"', _REF.format(name=readable) + '"')
+    return msgspec.json.decode(text)  # type: ignore[no-any-return]
 
 
 def _tag(app: Quart, rule: Rule, tags: dict[str, str]) -> str:
