@@ -138,7 +138,7 @@ def _build(app: Quart) -> dict[str, Any]:
                 "title": "streamer",
                 "version": __version__,
                 "description": "The HTTP API of a streamer node. Every error answer is JSON "
-                '`{"error": code, "message": text}` (the `Error` schema).',
+                '`{"error": code, "message": text}` (the `ErrorBody` schema).',
             },
             "tags": [{"name": n, "description": text} for n, text in sorted(tags.items())],
             "paths": paths,
@@ -181,18 +181,15 @@ class _Schemas:
         queries: list[Any] = []
         for _, operation in described:
             types.extend(_json_types(operation))
-            if operation.query is not None:
+            if operation.query is not None and operation.query not in queries:
                 queries.append(operation.query)
-        found, self.components = msgspec.json.schema_components(types, ref_template=_REF)
-        self._by_type = {id(kind): schema for kind, schema in zip(types, found, strict=True)}
+        found, self.components = msgspec.json.schema_components(types + queries, ref_template=_REF)
+        self._by_type = {id(kind): schema for kind, schema in zip(types, found, strict=False)}
         self.error = self.of(ErrorBody)
-        queries = list(dict.fromkeys(queries))  # one query type may serve several routes
-        found, extra = msgspec.json.schema_components(queries, ref_template=_REF)
-        self._queries = {
-            id(query): extra.pop(ref["$ref"].rsplit("/", 1)[1])
-            for query, ref in zip(queries, found, strict=True)
+        self._queries = {  # parameters, not components (what they refer to stays)
+            id(query): self.components.pop(ref["$ref"].rsplit("/", 1)[1])
+            for query, ref in zip(queries, found[len(types) :], strict=True)
         }
-        self.components.update(extra)  # what the query fields refer to (enums)
 
     def of(self, kind: Any) -> dict[str, Any]:
         """The schema (usually a ``$ref``) of a body or answer type."""
