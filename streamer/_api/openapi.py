@@ -140,7 +140,7 @@ def _build(app: Quart) -> dict[str, Any]:
                 "description": "The HTTP API of a streamer node. Every error answer is JSON "
                 '`{"error": code, "message": text}` (the `ErrorBody` schema).',
             },
-            "tags": [{"name": n, "description": text} for n, text in sorted(tags.items())],
+            "tags": [{"name": n, "description": tags[n]} for n, _ in _tag_order(app, tags)],
             "paths": paths,
             "components": {"schemas": schemas.components, "securitySchemes": SECURITY_SCHEMES},
         }
@@ -159,12 +159,18 @@ def _readable_names(doc: dict[str, Any]) -> dict[str, Any]:
     return msgspec.json.decode(text)  # type: ignore[no-any-return]
 
 
+def _tag_order(app: Quart, tags: dict[str, str]) -> list[tuple[str, str]]:
+    """Tags in the order the blueprints were registered, the node's own last."""
+    order = [*app.blueprints, _SERVICE_TAG]
+    return sorted(tags.items(), key=lambda item: order.index(item[0]))
+
+
 def _tag(app: Quart, rule: Rule, tags: dict[str, str]) -> str:
     """The blueprint's name; its module docstring's first line describes it."""
     endpoint: str = rule.endpoint
     name, dot, _ = endpoint.partition(".")
     if not dot:
-        tags.setdefault(_SERVICE_TAG, "The node itself: health, API description, metrics.")
+        tags.setdefault(_SERVICE_TAG, "The node itself: is it up.")
         return _SERVICE_TAG
     module = sys.modules.get(app.blueprints[name].import_name)
     doc: str = (module.__doc__ if module else None) or name
