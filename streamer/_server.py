@@ -38,6 +38,7 @@ from ._storage.registry import Locations
 from ._worker.setup import build_worker_jobs, worker_auth
 
 if TYPE_CHECKING:
+    from ._api.metrics import RetryCounter
     from ._storage.s3client import S3Client
 
 log = logging.getLogger("streamer")
@@ -80,6 +81,9 @@ def build_services(
     )
     node.engine = engine
     node.recover()  # before the engine marks interrupted node jobs failed
+    clients: dict[str, RetryCounter] = {"s3": s3} if s3 is not None else {}
+    if http is not None:
+        clients["http"] = http
     api_tokens = _api_tokens(config)
     return Services(
         engine=engine,
@@ -88,6 +92,8 @@ def build_services(
         node=node,
         uploads=uploads,
         exchange=build_exchange(config, locations),
+        metrics=config.metrics,
+        retry_counters=clients,
         workers=build_worker_jobs(config, locations),
         worker_auth=worker_auth(config, api_tokens),
     )

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import _paths
-from .._concurrency import cleanup
+from .._concurrency import cleanup, run_every
 from .._errors import BadRequest, ChecksumMismatch, Conflict, NotFound, StreamerError
 from .._pipeline import Sha256, aead, pump, write_through
 from .._storage import Conflict as ConflictPolicy
@@ -226,16 +226,14 @@ class Exchange:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The sweeper: once at start, then every ``sweep_interval`` seconds."""
-        next_sweep = trio.current_time()
-        await self.sweep()
-        task_status.started()
-        while True:  # on a fixed schedule, however long a sweep takes
-            next_sweep += self.sweep_interval
-            await trio.sleep_until(next_sweep)
-            try:
-                await self.sweep()
-            except (OSError, StreamerError):
-                log.exception("exchange sweep failed")
+        await run_every(
+            self.sweep_interval,
+            self.sweep,
+            errors=(OSError, StreamerError),
+            logger=log,
+            what="exchange sweep",
+            task_status=task_status,
+        )
 
     # -- server → worker ---------------------------------------------------
 
