@@ -31,12 +31,21 @@ def register(commands: Any) -> None:
     serve.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def configure_logging(level: str) -> None:
+    """Log to stderr at ``level``. httpx logs every request it sends at INFO (one
+    line per S3 part or small file moved, and the cost of formatting it): its
+    lines show only at DEBUG."""
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
     from .._memory import limit_malloc_arenas
     from .._server import serve
 

@@ -98,6 +98,7 @@ def test_round_trip_local_s3_local_keeps_every_byte(s3_node: Node, bucket: str, 
         f"up/{n}": digest(d) for n, d in contents.items()
     }
     assert staging_files(s3_node.data) == []
+    assert "HTTP Request:" not in s3_node.log()  # httpx's line per request: DEBUG only
 
 
 def test_tree_of_2000_files_and_s3_to_s3(s3_node: Node, bucket: str, admin: Any) -> None:
