@@ -7,6 +7,10 @@ published only after every byte was hashed and the size matched the plan (a
 size planned as ``UNKNOWN_SIZE``, from an HTTP import without Content-Length,
 is recorded as read instead) and the content matched a declared SHA-256.
 
+A big file (> 64 MiB) from a source serving ranges (S3) to a writer that takes
+bytes in place (local disk) is fetched as parallel ranges written where they
+belong (:mod:`streamer._engine.inplace`), hashed by reading it back in order.
+
 A destination that publishes more cheaply when it knows the digest first
 (:class:`~streamer._storage.DigestFirst`: S3 multipart objects) is told it:
 the declared SHA-256 when the source has one, else the file hashed before
@@ -27,6 +31,8 @@ from .._storage import (
     CopyResult,
     DigestFirst,
     HashableSource,
+    PositionalWriter,
+    RangedSource,
     ServerSideCopy,
     Storage,
     Writer,
@@ -34,6 +40,7 @@ from .._storage import (
 from .._storage.base import UNKNOWN_SIZE
 from .._storage.registry import Locations
 from .engine import JobControl
+from .inplace import copy_in_place
 from .jobs import FileTask, Job
 from .transfer import TransferSpec
 
@@ -45,6 +52,7 @@ SMALL_FILE = 8 << 20
 SMALL_CHUNK = 1 << 20
 LARGE_CHUNK = 4 << 20
 LARGE_FILE = 64 << 20
+IN_PLACE_FILE = 64 << 20  # bigger files from ranged sources are fetched in place
 
 
 def chunk_size_for(size: int) -> int:
@@ -114,12 +122,10 @@ class CopyRunner:
                 if copied is not None:
                     self._report_copy(control, file, copied)
                     return
-            digest = Sha256()
             progress = Progress(lambda loaded: control.file_progress(file, loaded))
             writer = await _open_writer(file, source, destination, conflict, staging_tag(job, file))
             try:
-                chunks = source.read(file.source, chunk_size=chunk_size_for(file.size))
-                await pump(chunks, [digest, progress], writer)
+                sha256 = await _move_bytes(file, source, writer, progress)
                 if file.size == UNKNOWN_SIZE:  # an import that could not tell beforehand
                     control.file_sized(file, progress.total)
                 elif progress.total != file.size:
@@ -128,19 +134,18 @@ class CopyRunner:
                         f"(size {file.size} → {progress.total})",
                         code="SourceChanged",
                     )
-                assert digest.hexdigest is not None
-                if file.expected_sha256 and file.expected_sha256 != digest.hexdigest:
+                if file.expected_sha256 and file.expected_sha256 != sha256:
                     raise ChecksumMismatch(
-                        f"{file.source}: content hashes to {digest.hexdigest}, "
+                        f"{file.source}: content hashes to {sha256}, "
                         f"the source declares {file.expected_sha256}"
                     )
-                final = await writer.commit(sha256=digest.hexdigest, mtime_ns=file.mtime_ns)
+                final = await writer.commit(sha256=sha256, mtime_ns=file.mtime_ns)
             finally:
                 await cleanup(writer.abort)
         except StreamerError as exc:
             control.file_failed(file, exc)
             return
-        self._report_copy(control, file, CopyResult(final, progress.total, digest.hexdigest))
+        self._report_copy(control, file, CopyResult(final, progress.total, sha256))
 
     @staticmethod
     def _report_copy(control: JobControl, file: FileTask, result: CopyResult) -> None:
@@ -148,6 +153,24 @@ class CopyRunner:
             control.file_skipped(file)
         else:
             control.file_completed(file, sha256=result.sha256, final_path=result.path)
+
+
+async def _move_bytes(file: FileTask, source: Storage, writer: Writer, progress: Progress) -> str:
+    """Copy ``file``'s bytes from ``source`` into ``writer``, counted by ``progress``;
+    returns their SHA-256 (hex). A big file whose source serves ranges and whose
+    writer takes them in place goes by :func:`copy_in_place`; anything else streams
+    through the pump (source → sha256 → progress → writer)."""
+    if (
+        file.size > IN_PLACE_FILE
+        and isinstance(source, RangedSource)
+        and isinstance(writer, PositionalWriter)
+    ):
+        return await copy_in_place(source, file.source, file.size, writer, progress)
+    digest = Sha256()
+    chunks = source.read(file.source, chunk_size=chunk_size_for(file.size))
+    await pump(chunks, [digest, progress], writer)
+    assert digest.hexdigest is not None
+    return digest.hexdigest
 
 
 async def _open_writer(

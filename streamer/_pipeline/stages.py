@@ -107,9 +107,13 @@ class Progress:
         self._report = report
 
     async def feed(self, chunk: bytes) -> bytes:
-        self.total += len(chunk)
-        self._report(self.total)
+        self.add(len(chunk))
         return chunk
+
+    def add(self, count: int) -> None:
+        """Count ``count`` more bytes (for copies that do not pass through a pump)."""
+        self.total += count
+        self._report(self.total)
 
     async def flush(self) -> bytes:
         return b""

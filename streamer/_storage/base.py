@@ -9,7 +9,7 @@ name (writers stage bytes under a temporary name and publish on ``commit``).
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -151,4 +151,50 @@ class HashableSource(Protocol):
 
     async def file_sha256(self, path: str) -> str:
         """The SHA-256 (hex) of the file at ``path`` as it is now."""
+        ...
+
+
+#: Takes ``(offset, piece, stop)``: the next bytes of a range at ``offset``;
+#: ``stop`` is where the range ends.
+Deliver = Callable[[int, memoryview, int], Awaitable[None]]
+
+
+@runtime_checkable
+class RangedSource(Protocol):
+    """A storage that serves byte ranges of one pinned version of a file, several at a
+    time (S3: ranged GETs with ``If-Match``)."""
+
+    range_size: int
+    ranges_in_flight: int
+
+    async def pin(self, path: str) -> tuple[int, str]:
+        """The file's size and a tag of its current version; SourceNotFound if missing."""
+        ...
+
+    async def fetch_range(
+        self, path: str, *, start: int, end: int, version: str, deliver: Deliver
+    ) -> None:
+        """Hand bytes ``[start, end)`` of version ``version`` to ``deliver``, in order and
+        each once (resuming after drops); ``SourceChanged`` if that version is gone."""
+        ...
+
+
+@runtime_checkable
+class PositionalWriter(Protocol):
+    """A writer that also takes bytes at any offset of a file of known size (local disk)."""
+
+    async def preallocate(self, size: int) -> None:
+        """Make the staged file ``size`` bytes long before positional writes."""
+        ...
+
+    async def write_at(self, offset: int, data: memoryview) -> None:
+        """Write ``data`` at ``offset`` of the staged file."""
+        ...
+
+    async def range_written(self, start: int, end: int) -> None:
+        """Bytes ``[start, end)`` are all written: start their writeback, never waiting."""
+        ...
+
+    async def read_back(self, update: Callable[[bytes], object], start: int, end: int) -> None:
+        """Feed the staged bytes ``[start, end)`` to ``update`` in order (e.g. a hash's)."""
         ...

@@ -276,11 +276,15 @@ class LocalWriter:
         """Feed the bytes staged before this writer opened (``0 .. offset``) to
         ``update`` (e.g. a hash's), in a thread: a resumed upload's prefix is hashed
         again from disk rather than trusted."""
-        assert self._fd is not None, "hash after commit/abort"
-        fd, end = self._fd, self.offset
+        await self.read_back(update, 0, self.offset)
+
+    async def read_back(self, update: Callable[[bytes], object], start: int, end: int) -> None:
+        """Feed the staged bytes ``[start, end)`` to ``update`` in order, in a thread."""
+        assert self._fd is not None, "read after commit/abort"
+        fd = self._fd
 
         def run() -> None:
-            position = 0
+            position = start
             while position < end:
                 piece = os.pread(fd, min(_HASH_CHUNK, end - position), position)
                 if not piece:
@@ -289,6 +293,47 @@ class LocalWriter:
                 position += len(piece)
 
         await trio.to_thread.run_sync(run)
+
+    # -- positional writes (see base.PositionalWriter) ------------------------
+
+    async def preallocate(self, size: int) -> None:
+        """Size the staged file to ``size`` bytes (disk space reserved where supported)."""
+        assert self._fd is not None, "preallocate after commit/abort"
+        fd = self._fd
+
+        def run() -> None:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:  # e.g. EOPNOTSUPP: a sparse file will do
+                if exc.errno == errno.ENOSPC:
+                    raise
+                os.ftruncate(fd, size)
+
+        if not size:
+            return
+        try:
+            await trio.to_thread.run_sync(run)
+        except OSError as exc:
+            raise _os_error(exc, self._path) from exc
+
+    async def write_at(self, offset: int, data: memoryview) -> None:
+        assert self._fd is not None, "write after commit/abort"
+        fd = self._fd
+
+        def run() -> None:
+            view, position = data, offset
+            while view:
+                written = os.pwrite(fd, view, position)
+                view, position = view[written:], position + written
+
+        try:
+            await trio.to_thread.run_sync(run)
+        except OSError as exc:
+            raise _os_error(exc, self._path) from exc
+
+    async def range_written(self, start: int, end: int) -> None:
+        assert self._fd is not None, "range_written after commit/abort"
+        await trio.to_thread.run_sync(self._writeback.start, start, end - start)
 
     async def suspend(self) -> None:
         """Fsync and close, keeping the staged bytes for a later

@@ -17,10 +17,10 @@ from .. import _paths
 from .._concurrency import cleanup
 from .._errors import InvalidPath, SourceNotFound
 from .background import BackgroundTasks
-from .base import Conflict, CopyResult, Entry
+from .base import Conflict, CopyResult, Deliver, Entry
 from .local import is_temp_name
 from .s3client import S3Client
-from .s3object import ObjectInfo
+from .s3object import ObjectInfo, stream_range
 from .s3settings import S3Settings
 from .s3writer import MTIME_KEY, SHA256_KEY, S3Writer, parse_mtime, staging_key
 
@@ -68,6 +68,8 @@ class S3Storage:
         self.bucket = location_id
         self.client = client
         self.settings = settings or client.settings
+        self.range_size = self.settings.part_size
+        self.ranges_in_flight = self.settings.parts_in_flight
         # Cleared when the server answers a conditional write with 501 NotImplemented.
         self.conditional_writes = True
 
@@ -128,6 +130,22 @@ class S3Storage:
                 parts.done()
         finally:
             await cleanup(parts.close)
+
+    async def pin(self, path: str) -> tuple[int, str]:
+        """The object's size and ETag (:class:`~streamer._storage.base.RangedSource`)."""
+        info = await self.client.head_object(self.bucket, path)
+        if info is None:
+            raise SourceNotFound(f"{path}: no such key in bucket {self.bucket!r}")
+        return info.size, info.etag
+
+    async def fetch_range(
+        self, path: str, *, start: int, end: int, version: str, deliver: Deliver
+    ) -> None:
+        """Bytes ``[start, end)`` of the object whose ETag is ``version``, to ``deliver``
+        as they arrive (``SourceChanged`` once that version is gone)."""
+        await stream_range(
+            self.client, self.bucket, path, start=start, end=end, deliver=deliver, etag=version
+        )
 
     # -- writing -----------------------------------------------------------
 

@@ -18,6 +18,7 @@ import httpx
 import trio
 
 from . import s3xml
+from .base import Deliver
 from .s3errors import PRECONDITION_FAILED, SOURCE_CHANGED, S3Error, transport_errors
 from .s3settings import S3Settings
 
@@ -78,36 +79,67 @@ class Getter(Protocol):
         ...
 
 
-async def read_range(
-    client: Getter, bucket: str, key: str, *, start: int, end: int, etag: str | None = None
-) -> tuple[ObjectInfo, bytearray]:
-    """Bytes ``[start, end)`` of an object (``end`` may exceed its size), in memory.
+async def stream_range(
+    client: Getter,
+    bucket: str,
+    key: str,
+    *,
+    start: int,
+    end: int,
+    deliver: Deliver,
+    etag: str | None = None,
+) -> ObjectInfo:
+    """Bytes ``[start, end)`` of an object (``end`` may exceed its size), handed to
+    ``deliver`` as they arrive, each byte once and in order.
 
     With ``etag`` every GET is pinned to that version (``If-Match``); without,
     to the version the first response delivers. After a dropped connection
     the next GET asks for ``Range: bytes=<first missing byte>-<end - 1>`` of
-    the pinned version, so the result is exactly that version's bytes or an
-    ``S3Error`` with code ``SourceChanged``. Drops are retried up to
-    ``max_retries`` times in a row (the count resets when bytes arrive).
+    the pinned version, so the bytes delivered are exactly that version's or
+    an ``S3Error`` with code ``SourceChanged`` is raised. Drops are retried up
+    to ``max_retries`` times in a row (the count resets when bytes arrive).
     """
-    reader = _RangeReader(client, bucket, key, start, end, etag)
+    reader = _RangeReader(client, bucket, key, start, end, etag, deliver)
     failures = 0
     while not reader.done:
-        before = len(reader.data)
+        before = reader.received
         try:
             await reader.attempt()
         except S3Error as exc:
-            failures = 1 if len(reader.data) > before else failures + 1
+            failures = 1 if reader.received > before else failures + 1
             if not exc.retryable or failures > client.settings.max_retries:
                 raise
             await client.backoff(failures)
     assert reader.info is not None
-    return reader.info, reader.data
+    return reader.info
+
+
+async def read_range(
+    client: Getter, bucket: str, key: str, *, start: int, end: int, etag: str | None = None
+) -> tuple[ObjectInfo, bytearray]:
+    """:func:`stream_range` into memory: one buffer, filled in place."""
+    data = bytearray()
+
+    async def keep(offset: int, piece: memoryview, stop: int) -> None:
+        nonlocal data
+        if not data:
+            data = bytearray(stop - start)
+        data[offset - start : offset - start + len(piece)] = piece
+
+    info = await stream_range(client, bucket, key, start=start, end=end, deliver=keep, etag=etag)
+    return info, data
 
 
 class _RangeReader:
     def __init__(
-        self, client: Getter, bucket: str, key: str, start: int, end: int, etag: str | None
+        self,
+        client: Getter,
+        bucket: str,
+        key: str,
+        start: int,
+        end: int,
+        etag: str | None,
+        deliver: Deliver,
     ) -> None:
         self._client = client
         self._bucket = bucket
@@ -115,14 +147,14 @@ class _RangeReader:
         self._start = start
         self._end = end
         self._etag = etag
+        self._deliver = deliver
         self._ranged = True  # dropped after a 416 at byte 0: the object is empty
         self.info: ObjectInfo | None = None
-        self.data = bytearray()  # sized by the first response, filled in place
-        self._received = 0
+        self.received = 0
 
     @property
     def _position(self) -> int:
-        return self._start + self._received
+        return self._start + self.received
 
     @property
     def done(self) -> bool:
@@ -153,9 +185,8 @@ class _RangeReader:
                 async for piece in response.aiter_raw():  # never left half-read, see module doc
                     count = min(len(piece), stop - self._position)
                     if count > 0:
-                        at = self._received
-                        self.data[at : at + count] = memoryview(piece)[:count]
-                        self._received += count
+                        await self._deliver(self._position, memoryview(piece)[:count], stop)
+                        self.received += count
         finally:
             await close_response(response)
         if self._position < stop:
@@ -183,7 +214,6 @@ class _RangeReader:
                 raise S3Error(f"{self._describe()}: the server ignored Range", code="InvalidRange")
         if self.info is None:
             self.info = ObjectInfo.from_headers(response.headers, size)
-            self.data = bytearray(max(0, min(self._end, size) - self._start))
         return min(self._end, size)
 
     def _changed(self) -> S3Error:

@@ -33,9 +33,12 @@ class Writeback:
         """Record ``count`` more bytes written; maybe start their writeback (never blocks
         on the disk)."""
         self._written += count
-        if _sync_file_range is None or self._written - self._flushed < WRITEBACK_EVERY:
+        if self._written - self._flushed < WRITEBACK_EVERY:
             return
-        _sync_file_range(
-            self._fd, self._flushed, self._written - self._flushed, SYNC_FILE_RANGE_WRITE
-        )
+        self.start(self._flushed, self._written - self._flushed)
         self._flushed = self._written
+
+    def start(self, offset: int, count: int) -> None:
+        """Start writeback of bytes ``offset .. offset + count - 1`` (never blocks on the disk)."""
+        if _sync_file_range is not None:
+            _sync_file_range(self._fd, offset, count, SYNC_FILE_RANGE_WRITE)
