@@ -39,6 +39,7 @@ from .._storage import (
 )
 from .._storage.base import UNKNOWN_SIZE
 from .._storage.registry import Locations
+from .._storage.s3writer import S3Writer
 from .engine import JobControl
 from .inplace import copy_in_place
 from .jobs import FileTask, Job
@@ -55,9 +56,13 @@ LARGE_FILE = 64 << 20
 IN_PLACE_FILE = 64 << 20  # bigger files from ranged sources are fetched in place
 
 
-def chunk_size_for(size: int) -> int:
-    """Bigger chunks for big files: fewer thread hops, same flat memory bound."""
-    return LARGE_CHUNK if size >= LARGE_FILE else SMALL_CHUNK
+def chunk_size_for(size: int, writer: Writer) -> int:
+    """Bigger chunks for big files: fewer thread hops, same flat memory bound. Not
+    when the writer gathers whole parts anyway (S3): bigger chunks would only add
+    to the memory held, ~7 chunks in the pump on top of its parts."""
+    if size < LARGE_FILE or isinstance(writer, S3Writer):
+        return SMALL_CHUNK
+    return LARGE_CHUNK
 
 
 def staging_tag(job: Job, file: FileTask) -> str:
@@ -167,7 +172,7 @@ async def _move_bytes(file: FileTask, source: Storage, writer: Writer, progress:
     ):
         return await copy_in_place(source, file.source, file.size, writer, progress)
     digest = Sha256()
-    chunks = source.read(file.source, chunk_size=chunk_size_for(file.size))
+    chunks = source.read(file.source, chunk_size=chunk_size_for(file.size, writer))
     await pump(chunks, [digest, progress], writer)
     assert digest.hexdigest is not None
     return digest.hexdigest
