@@ -43,6 +43,7 @@ T = TypeVar("T")
 MAX_RESPONSE_BYTES = 16 * MiB  # cap on buffered (XML) response bodies
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+USER_AGENT = "streamer"
 _THREAD_HASH_BYTES = 256 * 1024
 SEND_SLICE = 1 * MiB  # httpcore copies each piece of a body once (h11 joins): keep them small
 
@@ -138,9 +139,11 @@ class S3Client:
         self.settings = settings
         self._backoff = Backoff(settings.backoff_base, settings.backoff_max, settings.max_retries)
         self._signer = _Signer(settings.credentials(), "s3", settings.region)
+        timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        self._extensions = {"timeout": timeout.as_dict()}
         self._http = httpx.AsyncClient(
             transport=transport,
-            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            timeout=timeout,
             limits=httpx.Limits(
                 max_connections=settings.max_connections,
                 max_keepalive_connections=settings.max_connections,
@@ -199,17 +202,18 @@ class S3Client:
         self._signer.add_auth(signed)
         headers = dict(signed.headers.items())
         headers["Accept-Encoding"] = "identity"  # bytes exactly as stored
+        headers["User-Agent"] = USER_AGENT
+        body = None
         if req.method in ("PUT", "POST"):
             headers["Content-Length"] = str(len(req.body))
-        request = self._http.build_request(req.method, url, headers=headers)
-        if req.method in ("PUT", "POST"):  # same request, body as a _Body
-            request = httpx.Request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                stream=_Body(req.body),
-                extensions=request.extensions,
-            )
+            body = _Body(req.body)
+        # Built directly (not by the client's build_request: no default headers or
+        # cookies to merge), once per attempt: a per-request cost small objects feel.
+        target = httpx.URL(url)
+        headers["Host"] = target.netloc.decode("ascii")
+        request = httpx.Request(
+            req.method, target, headers=headers, stream=body, extensions=self._extensions
+        )
         with transport_errors(req.describe()):
             return await self._http.send(request, stream=True)
 

@@ -134,6 +134,7 @@ async def test_requests_are_signed_with_the_payload_hash() -> None:
     assert request.headers["x-amz-meta-sha256"] == "00"
     assert request.headers["x-amz-security-token"] == "tok"
     assert request.headers["content-length"] == "4"
+    assert (request.headers["host"], request.headers["user-agent"]) == ("s3.test:9000", "streamer")
     assert request.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
 
 
