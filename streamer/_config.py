@@ -135,6 +135,19 @@ class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     sweep_interval: Annotated[float, msgspec.Meta(gt=0)] = 300.0
 
 
+class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Worker jobs (``/api/worker``, seed 004): credentials, leases, retries, timeouts."""
+
+    tokens: list[Annotated[str, msgspec.Meta(min_length=16)]] = []  # worker bearer tokens
+    token_key_file: str = ""  # HS256 key of job tokens; default <state_dir>/worker/token.key
+    lease_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    token_ttl: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
+    sweep_interval: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    download_timeout: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
+    upload_timeout: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     server: ServerConfig = ServerConfig()
     api: ApiConfig = ApiConfig()
@@ -149,6 +162,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     http: HttpConfig = HttpConfig()
     uploads: UploadsConfig = UploadsConfig()
     exchange: ExchangeConfig = ExchangeConfig()
+    worker: WorkerConfig = WorkerConfig()
 
 
 def parse_bind(bind: str) -> tuple[str, int]:

@@ -8,6 +8,7 @@ what was wrong and never echoes the token.
 
 from __future__ import annotations
 
+import secrets
 import warnings
 from collections.abc import Sequence
 from typing import Any, Final
@@ -17,6 +18,14 @@ import jwt
 from ._errors import Unauthorized
 
 ALGORITHM: Final = "HS256"
+MAX_TOKEN_LENGTH: Final = 4096
+#: The shortest key :func:`encode_hs256` callers accept (RFC 7518: the hash size).
+MIN_KEY_BYTES: Final = 32
+
+
+def encode_hs256(claims: dict[str, Any], key: bytes) -> str:
+    """``claims`` signed with ``key`` as an HS256 JWT."""
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
 def invalid(message: str, *, code: str = "invalid_token") -> Unauthorized:
@@ -64,4 +73,30 @@ def decode_hs256(
         raise invalid(f"transfer token lacks the {exc.claim!r} claim") from None
     except jwt.InvalidTokenError as exc:
         raise invalid(f"invalid transfer token: {exc}") from None
+    return claims
+
+
+def verify_subject_token(
+    token: str | None, key: bytes, *, subject: str, now: float, what: str
+) -> dict[str, Any]:
+    """The claims of a ``what`` token (a transfer's, a worker job's) issued for ``subject``.
+
+    Checks, in order: a token was presented, its length, the algorithm, the
+    signature, that ``sub``/``exp``/``iat``/``jti`` are present and well-typed, that
+    ``sub`` is ``subject`` (constant time) and that ``exp`` is after ``now`` (the
+    caller's clock, so tests can drive it). Every refusal is a 401; the caller
+    checks its own further claims.
+    """
+    if not token:
+        raise Unauthorized(f"missing {what} token: send ?token= or 'Authorization: Bearer'")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise invalid(f"{what} token too long")
+    claims = decode_hs256(token, key, require=["sub", "exp", "iat", "jti"], verify_exp=False)
+    sub, exp, jti = (claims.get(k) for k in ("sub", "exp", "jti"))
+    if not (isinstance(sub, str) and isinstance(exp, int | float) and isinstance(jti, str)):
+        raise invalid(f"{what} token claims are malformed")
+    if not secrets.compare_digest(sub.encode(), subject.encode()):
+        raise invalid(f"{what} token is for another {what}")
+    if float(exp) <= now:
+        raise invalid(f"{what} token has expired", code="token_expired")
     return claims

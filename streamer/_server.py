@@ -34,6 +34,7 @@ from ._storage import LocalStorage
 from ._storage.http import HttpClient
 from ._storage.imports import http_settings, importers
 from ._storage.registry import Locations
+from ._worker.setup import build_worker_jobs, worker_auth
 
 if TYPE_CHECKING:
     from ._storage.s3client import S3Client
@@ -78,17 +79,21 @@ def build_services(
     )
     node.engine = engine
     node.recover()  # before the engine marks interrupted node jobs failed
+    api_tokens = _api_tokens(config)
     return Services(
         engine=engine,
         locations=locations,
-        auth=_token_auth(config),
+        auth=TokenAuth(api_tokens, enabled=config.auth.enabled),
         node=node,
         uploads=uploads,
         exchange=build_exchange(config, locations),
+        workers=build_worker_jobs(config, locations),
+        worker_auth=worker_auth(config, api_tokens),
     )
 
 
-def _token_auth(config: Config) -> TokenAuth:
+def _api_tokens(config: Config) -> list[str]:
+    """The configured API tokens, else the generated one (created on first call)."""
     tokens = list(config.auth.tokens)
     if config.panel.token:  # the Panel calls this node with its node token, as with Wings
         tokens.append(config.panel.token)
@@ -98,7 +103,7 @@ def _token_auth(config: Config) -> TokenAuth:
             path = os.path.join(config.state_dir, "api-token")
             print(f"streamer: generated API token (stored in {path}): {token}", file=sys.stderr)
         tokens.append(token)
-    return TokenAuth(tokens, enabled=config.auth.enabled)
+    return tokens
 
 
 def _hypercorn_config(config: Config) -> hypercorn.config.Config:
@@ -128,6 +133,8 @@ async def serve(config: Config) -> None:
                 await nursery.start(svc.engine.run)
                 if svc.exchange is not None:
                     await nursery.start(svc.exchange.run)  # sweeper of expired transfers
+                if svc.workers is not None:
+                    await nursery.start(svc.workers.run)  # source hashing, lease sweeper
                 nursery.start_soon(_wait_for_signal, svc.closing)
                 async with trio.open_nursery() as web:
                     binds = await web.start(

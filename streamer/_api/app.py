@@ -22,6 +22,7 @@ from .._storage.registry import Locations
 if TYPE_CHECKING:
     from .._exchange.service import Exchange
     from .._node.service import NodeService
+    from .._worker.service import WorkerJobs
     from .upload import Uploads
 
 log = logging.getLogger("streamer.api")
@@ -45,6 +46,8 @@ class Services:
     node: NodeService | None = None
     uploads: Uploads | None = None
     exchange: Exchange | None = None
+    workers: WorkerJobs | None = None
+    worker_auth: TokenAuth | None = None  # worker.tokens + the API tokens
 
 
 def services() -> Services:
@@ -89,7 +92,7 @@ def redact(path_and_query: str) -> str:
 def create_app(svc: Services, *, public_endpoints: frozenset[str] = frozenset()) -> Quart:
     """Build the app. Every endpoint needs the API token except those named
     ``public`` (they authenticate themselves, e.g. the SSE stream's ticket)."""
-    from . import exchange, node, upload
+    from . import exchange, node, upload, worker
     from .flow import FlowConnection, FlowRequest
     from .transfer import PUBLIC_ENDPOINTS, blueprint
 
@@ -102,15 +105,16 @@ def create_app(svc: Services, *, public_endpoints: frozenset[str] = frozenset())
         RESPONSE_TIMEOUT=None,
         BODY_TIMEOUT=60,
         PROVIDE_AUTOMATIC_OPTIONS=False,
-        STREAMING_ROUTES=node.STREAMING_ROUTES,
+        STREAMING_ROUTES=node.STREAMING_ROUTES | worker.STREAMING_ROUTES,
         STREAMING_PREFIXES=upload.STREAMING_PREFIXES + exchange.STREAMING_PREFIXES,
     )
     app.register_blueprint(blueprint)
     app.register_blueprint(node.blueprint)
     app.register_blueprint(upload.blueprint)
     app.register_blueprint(exchange.blueprint)
+    app.register_blueprint(worker.blueprint)
     public = public_endpoints | PUBLIC_ENDPOINTS | node.PUBLIC_ENDPOINTS | {"health"}
-    public |= exchange.PUBLIC_ENDPOINTS
+    public |= exchange.PUBLIC_ENDPOINTS | worker.PUBLIC_ENDPOINTS
 
     @app.get("/healthz")
     async def health() -> Response:

@@ -11,25 +11,15 @@ resumable tus-style: ``HEAD`` answers ``Upload-Offset``, ``PATCH`` with
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
-import trio
-import zstandard
 from quart import Blueprint, Response, request
 
-from .._errors import BadRequest, Conflict, StreamerError, Unauthorized, UnsupportedStorage
+from .._errors import BadRequest, Conflict, Unauthorized, UnsupportedStorage
 from .._exchange.models import TransferRequest, TransferStatus, iso, status_json
 from .._exchange.service import Exchange
 from .._exchange.tokens import Scope
-from .._node.multipart import (
-    MultipartParser,
-    PartData,
-    PartEnd,
-    PartStart,
-    parse_params,
-)
+from . import wire
 from .app import json_response, read_body, services
 
 blueprint = Blueprint("exchange", __name__)
@@ -47,16 +37,6 @@ PUBLIC_ENDPOINTS = frozenset(
         "exchange.delete",
     }
 )
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-ZSTD_LEVEL = 3
-_ZSTD_SLICE = 512  # compressed bytes per call: at most ~16 MiB out even for a bomb
-_ZSTD_STEP_OUTPUT = 1 << 20
-
-
-class RangeNotSatisfiable(StreamerError):
-    status_code = 416
-    code = "range_not_satisfiable"
 
 
 def exchange() -> Exchange:
@@ -66,16 +46,8 @@ def exchange() -> Exchange:
     return ex
 
 
-def _presented_token() -> str | None:
-    token = request.args.get("token")
-    if token:
-        return token
-    scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
 def _check_transfer_token(transfer_id: str, scope: Scope | None) -> None:
-    exchange().signer.verify(_presented_token(), transfer_id, scope)
+    exchange().signer.verify(wire.presented_token(), transfer_id, scope)
 
 
 def _check_api_or_transfer_token(transfer_id: str) -> None:
@@ -137,28 +109,6 @@ async def delete(transfer_id: str) -> Response:
 # -- server → worker -----------------------------------------------------------
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``(start, end)`` (end exclusive) of a single-range ``Range`` header; None: whole."""
-    if not header:
-        return None
-    match = _RANGE.match(header.strip())
-    if match is None:
-        return None  # multi-range or another unit: ignored, the whole file is sent
-    first, last = match.groups()
-    if not first and not last:
-        return None
-    if not first:
-        start, end = max(0, size - int(last)), size
-    else:
-        start = int(first)
-        end = min(size, int(last) + 1) if last else size
-        if last and int(last) < start:
-            return None
-    if start >= size or start >= end:
-        raise RangeNotSatisfiable(f"range {header!r} is outside the {size} bytes")
-    return start, end
-
-
 @blueprint.get(PREFIX + "/<transfer_id>/download")
 async def download(transfer_id: str) -> Response:
     _check_transfer_token(transfer_id, "download")
@@ -166,138 +116,25 @@ async def download(transfer_id: str) -> Response:
     transfer = await ex.live(transfer_id)
     if transfer.status is TransferStatus.FAILED or transfer.file_size is None:
         raise Conflict(f"transfer {transfer_id} has nothing staged")
-    size = transfer.file_size
-    etag = f'"{transfer.sha256}"'
-    headers = {
-        "Accept-Ranges": "bytes",
-        "ETag": etag,
-        "X-Checksum-Sha256": transfer.sha256 or "",
-        "Cache-Control": "no-store",
-        "Content-Disposition": f'attachment; filename="{_quoted(transfer.original_filename)}"',
-    }
-    wanted = _parse_range(request.headers.get("Range"), size)
-    if_range = request.headers.get("If-Range")
-    if wanted is not None and if_range is not None and if_range != etag:
-        wanted = None  # the file changed since the client's first part: start over
-    start, end = wanted or (0, size)
-    body: AsyncIterable[bytes] = ex.download(transfer, start, end)
-    status_code = 200
-    if wanted is not None:
-        status_code = 206
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    if wanted is None and "zstd" in request.headers.get("Accept-Encoding", "").lower():
-        body = _zstd_compress(body)
-        headers["Content-Encoding"] = "zstd"
-        headers["Vary"] = "Accept-Encoding"
-    response = Response(
-        body,
-        status=status_code,
-        content_type=transfer.content_type or "application/octet-stream",
-        headers=headers,
+    return wire.file_response(
+        size=transfer.file_size,
+        sha256=transfer.sha256,
+        filename=transfer.original_filename,
+        content_type=transfer.content_type,
+        read=lambda start, end: ex.download(transfer, start, end),
     )
-    if "Content-Encoding" not in headers:
-        response.headers["Content-Length"] = str(end - start)
-    response.timeout = None
-    return response
-
-
-def _quoted(name: str) -> str:
-    return name.replace("\\", "_").replace('"', "_").replace("\r", "_").replace("\n", "_")
-
-
-async def _zstd_compress(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
-    async for piece in source:
-        out = await trio.to_thread.run_sync(compressor.compress, piece)
-        if out:
-            yield out
-    yield compressor.flush()
 
 
 # -- worker → server -----------------------------------------------------------
-
-
-async def _file_part(body: AsyncIterable[bytes], boundary: str) -> AsyncIterator[bytes]:
-    """The content of the multipart field ``file``; other fields are ignored."""
-    parser = MultipartParser(boundary)
-    inside = found = False
-    async for piece in body:
-        for event in parser.feed(piece):
-            if isinstance(event, PartStart):
-                inside = event.name == "file"
-                found |= inside
-            elif isinstance(event, PartData) and inside:
-                yield event.data
-            elif isinstance(event, PartEnd):
-                inside = False
-    parser.finish()
-    if not found:
-        raise BadRequest("the multipart body has no 'file' field", code="missing_file")
-
-
-async def _zstd_decompress(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Decompress a zstd body with bounded output per step (a tiny bomb stays small)."""
-    decompressor = zstandard.ZstdDecompressor(max_window_size=1 << 27).decompressobj()
-
-    def step(data: bytes) -> tuple[bytes, bytes]:
-        out: list[bytes] = []
-        produced = 0
-        while data and produced < _ZSTD_STEP_OUTPUT:
-            try:
-                piece = decompressor.decompress(data[:_ZSTD_SLICE])
-            except zstandard.ZstdError as exc:
-                raise BadRequest(f"zstd body is corrupt: {exc}", code="corrupt_body") from None
-            data = data[_ZSTD_SLICE:]
-            out.append(piece)
-            produced += len(piece)
-        return b"".join(out), data
-
-    async for piece in source:
-        rest = piece
-        while rest:
-            out, rest = await trio.to_thread.run_sync(step, rest)
-            if out:
-                yield out
-    if not decompressor.eof:
-        raise BadRequest("the zstd body ends inside a frame", code="corrupt_body")
-
-
-def _plaintext_body() -> tuple[AsyncIterable[bytes], bool]:
-    """The uploaded file's bytes, and whether they are the raw body (length known)."""
-    body: AsyncIterable[bytes] = request.body
-    raw = True
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding == "zstd":
-        body, raw = _zstd_decompress(body), False
-    elif encoding not in ("", "identity"):
-        raise BadRequest(f"unsupported Content-Encoding {encoding!r}", code="unsupported_encoding")
-    mime, _, params = (request.headers.get("Content-Type") or "").partition(";")
-    if mime.strip().lower() == "multipart/form-data":
-        boundary = parse_params(";" + params).get("boundary")
-        if not boundary:
-            raise BadRequest("multipart body without a boundary", code="malformed_multipart")
-        body, raw = _file_part(body, boundary), False
-    return body, raw
-
-
-def _int_header(name: str) -> int | None:
-    value = request.headers.get(name)
-    if value is None:
-        return None
-    if not value.strip().isdigit():
-        raise BadRequest(f"{name} must be a non-negative integer", code="invalid_header")
-    return int(value)
 
 
 async def _receive(transfer_id: str, offset: int | None) -> Response:
     _check_transfer_token(transfer_id, "upload")
     ex = exchange()
     transfer = await ex.live(transfer_id)
-    declared = request.headers.get("X-Checksum-Sha256")
-    if declared is not None and not _SHA256.match(declared):
-        raise BadRequest("X-Checksum-Sha256 must be 64 hex digits", code="invalid_checksum")
-    body, raw = _plaintext_body()
-    total = _int_header("Upload-Length")
+    declared = wire.declared_checksum()
+    body, raw = wire.plaintext_body(("file",))
+    total = wire.int_header("Upload-Length")
     length = request.content_length
     if total is None and transfer.file_size is None and raw and length is not None:
         total = (offset or 0) + length
@@ -306,7 +143,7 @@ async def _receive(transfer_id: str, offset: int | None) -> Response:
         body,
         offset=offset,
         total=total,
-        checksum=declared and declared.lower(),
+        checksum=declared,
     )
     response = json_response(
         status_json(transfer), 201 if transfer.status is TransferStatus.COMPLETED else 200
@@ -322,7 +159,7 @@ async def upload(transfer_id: str) -> Response:
 
 @blueprint.patch(PREFIX + "/<transfer_id>/upload")
 async def upload_patch(transfer_id: str) -> Response:
-    offset = _int_header("Upload-Offset")
+    offset = wire.int_header("Upload-Offset")
     if offset is None:
         raise BadRequest("PATCH needs an Upload-Offset header (see HEAD)", code="missing_offset")
     return await _receive(transfer_id, offset)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import re
-
 import msgspec
 from quart import Blueprint, Response, request
 
@@ -16,13 +14,13 @@ from .._engine.upload import UploadRunner, UploadSpec
 from .._errors import BadRequest, Conflict, PayloadTooLarge, StreamerError
 from .._storage import Conflict as ConflictPolicy
 from .._storage.base import UNKNOWN_SIZE
+from . import wire
 from .app import json_response, services
 
 blueprint = Blueprint("upload", __name__)
 
 #: Prefix of the routes whose bodies are streams (no MAX_CONTENT_LENGTH, back-pressure).
 STREAMING_PREFIXES = (("PUT", "/api/upload/"),)
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 @blueprint.put("/api/upload/<location_id>/<path:path>")
@@ -42,9 +40,7 @@ async def upload(location_id: str, path: str) -> Response:
     target = _paths.clean_base(path, what="upload path")
     if not target:
         raise BadRequest("name the file to upload: /api/upload/<locationId>/<path>")
-    declared = request.headers.get("X-Checksum-Sha256")
-    if declared is not None and not _SHA256.match(declared):
-        raise BadRequest("X-Checksum-Sha256 must be 64 hex digits", code="invalid_checksum")
+    declared = wire.declared_checksum()
     conflict = request.args.get("conflictResolution", "overwrite")
     if conflict not in {c.value for c in ConflictPolicy}:
         raise BadRequest(f"conflictResolution must be overwrite, skip or rename, not {conflict!r}")
@@ -65,7 +61,7 @@ async def upload(location_id: str, path: str) -> Response:
     uploads.runner.attach(
         job,
         request.body,
-        declared_sha256=declared and declared.lower(),
+        declared_sha256=declared,
         max_bytes=uploads.max_bytes,
     )
     svc.engine.submit(job)

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import _paths
-from .._concurrency import CLEANUP_SECONDS, cleanup
+from .._concurrency import cleanup
 from .._errors import BadRequest, ChecksumMismatch, Conflict, NotFound, StreamerError
-from .._pipeline import Sha256, aead, pump
+from .._pipeline import Sha256, aead, pump, write_through
 from .._storage import Conflict as ConflictPolicy
 from . import staging
 from .models import Transfer, TransferRequest, TransferStatus
@@ -338,7 +338,7 @@ class Exchange:
         complete = False
         started = trio.current_time()
         try:
-            await _write_through(_capped(body, transfer.file_size, writer.encryptor), writer)
+            await write_through(_capped(body, transfer.file_size, writer.encryptor), writer.write)
             complete = transfer.file_size in (None, writer.encryptor.plaintext_bytes)
             if complete:
                 await writer.finish()
@@ -420,26 +420,3 @@ async def _capped(
                 f"the upload exceeds its declared size of {limit} bytes", code="upload_too_long"
             )
         yield piece
-
-
-async def _write_through(body: AsyncIterable[bytes], writer: staging.StagingWriter) -> None:
-    """Feed ``body`` to ``writer`` a MiB at a time; if the body breaks off (a cut
-    connection, a cancelled request), what did arrive is still written, so a resume
-    loses at most the torn chunk. The body keeps arriving (up to the flow buffer)
-    while a MiB is encrypted and written in a thread."""
-    pending: list[bytes] = []
-    size = 0
-    try:
-        async for piece in body:
-            pending.append(piece)
-            size += len(piece)
-            if size >= READ_CHUNK:
-                data, pending, size = b"".join(pending), [], 0
-                await writer.write(data)
-    except BaseException:
-        if pending:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS):
-                await writer.write(b"".join(pending))
-        raise
-    if pending:
-        await writer.write(b"".join(pending))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from .._keys import load_or_create_key, load_or_create_token_key
 from .._pipeline import aead
-from .keys import load_or_create_key
 from .service import Exchange
-from .tokens import MIN_KEY_BYTES, TokenSigner
+from .tokens import TokenSigner
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -21,8 +21,8 @@ def build_exchange(config: Config, locations: Locations) -> Exchange:
     master = load_or_create_key(
         settings.key_file or os.path.join(directory, "master.key"), aead.KEY_SIZE
     )
-    token_key = load_or_create_key(
-        settings.token_key_file or os.path.join(directory, "token.key"), MIN_KEY_BYTES
+    token_key = load_or_create_token_key(
+        settings.token_key_file or os.path.join(directory, "token.key")
     )
     return Exchange(
         directory,

@@ -9,13 +9,13 @@ the whole pump and propagates.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Protocol
 
 import trio
 
-from .._concurrency import open_nursery
+from .._concurrency import CLEANUP_SECONDS, open_nursery
 
 
 class Stage(Protocol):
@@ -102,3 +102,28 @@ async def coalesce(source: AsyncIterable[bytes], min_size: int) -> AsyncIterator
             pending, size = [], 0
     if size:
         yield b"".join(pending)
+
+
+async def write_through(
+    body: AsyncIterable[bytes], write: Callable[[bytes], Awaitable[None]], *, chunk: int = 1 << 20
+) -> None:
+    """Hand ``body`` to ``write`` ``chunk`` bytes at a time. If the body breaks off (a
+    cut connection, a cancelled request), what did arrive is still written (shielded,
+    bounded), so a resumed upload loses nothing that reached us. The body keeps
+    arriving (up to the request's flow buffer) while a chunk is being written."""
+    pending: list[bytes] = []
+    size = 0
+    try:
+        async for piece in body:
+            pending.append(piece)
+            size += len(piece)
+            if size >= chunk:
+                data, pending, size = b"".join(pending), [], 0
+                await write(data)
+    except BaseException:
+        if pending:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS):
+                await write(b"".join(pending))
+        raise
+    if pending:
+        await write(b"".join(pending))

@@ -30,8 +30,9 @@ class Sha256:
     waits for the digest, so nothing is committed before every byte was hashed.
     """
 
-    def __init__(self, *, max_pending: int = 2) -> None:
-        self._hash = hashlib.sha256()
+    def __init__(self, *, max_pending: int = 2, start: hashlib._Hash | None = None) -> None:
+        """``start``: a SHA-256 already fed the bytes before these (a resumed upload)."""
+        self._hash = start if start is not None else hashlib.sha256()
         self._max_pending = max_pending
         self._hasher: _BackgroundHasher | None = None
         self._seen_big_chunk = False

@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import stat as stat_mod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
 import trio
@@ -19,6 +19,7 @@ from .writeback import Writeback
 TEMP_PREFIX = ".streamer-"
 TEMP_SUFFIX = ".part"
 MAX_RENAME_ATTEMPTS = 10_000
+_HASH_CHUNK = 1 << 20
 
 
 def temp_name(tag: str) -> str:
@@ -122,13 +123,25 @@ class LocalStorage:
         found.sort(key=lambda e: e.path)
         return found
 
-    async def read(self, path: str, *, chunk_size: int) -> AsyncIterator[bytes]:
-        """Chunks of the file; the open and the first read share one thread hop, and a
-        short read ends the stream (regular files only return short at EOF)."""
+    async def read(
+        self, path: str, *, chunk_size: int, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Chunks of the file's bytes ``start .. end - 1`` (``end=None``: to its end); the
+        open and the first read share one thread hop, and a short read ends the stream
+        (regular files only return short at EOF)."""
 
         def open_and_read() -> tuple[BinaryIO | None, bytes]:
             f = _open_regular(self.resolve(path))
-            return (f, f.read(chunk_size)) if f is not None else (None, b"")
+            if f is None:
+                return None, b""
+            if start:
+                f.seek(start)
+            return f, f.read(want())
+
+        remaining = None if end is None else max(0, end - start)
+
+        def want() -> int:
+            return chunk_size if remaining is None else min(chunk_size, remaining)
 
         try:
             f, chunk = await trio.to_thread.run_sync(open_and_read)
@@ -138,25 +151,55 @@ class LocalStorage:
             raise SourceNotFound(f"{path}: not a regular file")
         try:
             while chunk:
+                asked = want()
+                if remaining is not None:
+                    remaining -= len(chunk)
                 yield chunk
-                if len(chunk) < chunk_size:
+                if len(chunk) < asked or remaining == 0:
                     return
-                chunk = await trio.to_thread.run_sync(f.read, chunk_size)
+                chunk = await trio.to_thread.run_sync(f.read, want())
         finally:
             f.close()
 
     # -- writing -----------------------------------------------------------
 
     async def open_writer(self, path: str, *, conflict: Conflict, tag: str) -> LocalWriter:
+        return await self._writer(path, conflict, tag, resume=False)
+
+    async def open_resumable(
+        self, path: str, *, conflict: Conflict, tag: str, resume: bool
+    ) -> LocalWriter:
+        """A writer whose staged bytes outlive it: ``resume`` continues the temp file a
+        previous writer with the same ``tag`` left (:meth:`LocalWriter.suspend`), at
+        :attr:`LocalWriter.offset`; otherwise it starts empty. ``tag`` must be
+        deterministic for the object being written, so a later request finds it again."""
+        return await self._writer(path, conflict, tag, resume=resume)
+
+    async def staged_size(self, path: str, *, tag: str) -> int:
+        """Bytes a writer tagged ``tag`` has staged for ``path`` (0 if there is no temp)."""
+
+        def size() -> int:
+            temp = os.path.join(os.path.dirname(self.resolve(path)), temp_name(tag))
+            try:
+                st = os.lstat(temp)
+            except (FileNotFoundError, NotADirectoryError):
+                return 0
+            return st.st_size if stat_mod.S_ISREG(st.st_mode) else 0
+
+        return await trio.to_thread.run_sync(size)
+
+    async def _writer(
+        self, path: str, conflict: Conflict, tag: str, *, resume: bool
+    ) -> LocalWriter:
         if not path:
             raise InvalidPath("cannot write to the location root itself")
         try:
-            temp, fd = await trio.to_thread.run_sync(self._open_temp, path, tag)
+            temp, fd = await trio.to_thread.run_sync(self._open_temp, path, tag, resume)
         except OSError as exc:
             raise _os_error(exc, path) from exc
         return LocalWriter(self, path, temp, fd, conflict)
 
-    def _open_temp(self, path: str, tag: str) -> tuple[str, int]:
+    def _open_temp(self, path: str, tag: str, resume: bool = False) -> tuple[str, int]:
         parent = os.path.dirname(self.resolve(path))
         if not os.path.isdir(parent):
             os.makedirs(parent, exist_ok=True)
@@ -164,8 +207,11 @@ class LocalStorage:
             if os.path.realpath(parent) != parent:
                 raise InvalidPath(f"path {path!r} changed while being resolved")
         temp = os.path.join(parent, temp_name(tag))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        return temp, os.open(temp, flags, 0o666)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(temp, flags if resume else flags | os.O_TRUNC, 0o666)
+        if resume:
+            os.lseek(fd, 0, os.SEEK_END)
+        return temp, fd
 
     async def sweep(self, path: str, *, tag: str) -> None:
         def remove() -> None:
@@ -189,6 +235,8 @@ class LocalWriter:
         self._conflict = conflict
         self._published = False
         self._writeback = Writeback(fd)
+        self.offset = os.lseek(fd, 0, os.SEEK_CUR)
+        """Bytes staged so far (a resumed writer starts at what was there)."""
 
     async def write(self, chunk: bytes) -> None:
         assert self._fd is not None, "write after commit/abort"
@@ -199,7 +247,42 @@ class LocalWriter:
         while view:
             written = os.write(fd, view)
             view = view[written:]
+            self.offset += written
         self._writeback.wrote(len(data))
+
+    async def hash_staged(self, update: Callable[[bytes], object]) -> None:
+        """Feed the bytes staged before this writer opened (``0 .. offset``) to
+        ``update`` (e.g. a hash's), in a thread: a resumed upload's prefix is hashed
+        again from disk rather than trusted."""
+        assert self._fd is not None, "hash after commit/abort"
+        fd, end = self._fd, self.offset
+
+        def run() -> None:
+            position = 0
+            while position < end:
+                piece = os.pread(fd, min(_HASH_CHUNK, end - position), position)
+                if not piece:
+                    raise StorageError(f"{self._path}: staged bytes vanished", code="EIO")
+                update(piece)
+                position += len(piece)
+
+        await trio.to_thread.run_sync(run)
+
+    async def suspend(self) -> None:
+        """Fsync and close, keeping the staged bytes for a later
+        :meth:`LocalStorage.open_resumable` (a cut upload); idempotent, and ``abort``
+        afterwards is a no-op."""
+        fd, self._fd = self._fd, None
+        self._published = True  # nothing for abort to remove: the temp is kept on purpose
+        if fd is not None:
+
+            def sync_close() -> None:
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+            await trio.to_thread.run_sync(sync_close)
 
     async def commit(self, *, sha256: str, mtime_ns: int | None) -> str | None:
         del sha256  # local files carry no metadata; the engine records the hash

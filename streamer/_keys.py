@@ -1,10 +1,12 @@
-"""The exchange's secret keys on disk: created 0600 on first start, then read back."""
+"""Secret keys on disk (the exchange's master key, the HS256 keys of transfer and
+worker job tokens): created 0600 on first start, then read back."""
 
 from __future__ import annotations
 
 import os
 
-from .._errors import ConfigError
+from ._errors import ConfigError
+from ._jwt import MIN_KEY_BYTES
 
 
 def load_or_create_key(path: str, size: int) -> bytes:
@@ -30,3 +32,9 @@ def load_or_create_key(path: str, size: int) -> bytes:
     if len(key) != size:
         raise ConfigError(f"{path}: expected a {size}-byte key, found {len(key)} bytes")
     return key
+
+
+def load_or_create_token_key(path: str) -> bytes:
+    """The HS256 token key in ``path`` (:data:`~streamer._jwt.MIN_KEY_BYTES` bytes),
+    created on first start."""
+    return load_or_create_key(path, MIN_KEY_BYTES)
