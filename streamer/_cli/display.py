@@ -68,7 +68,11 @@ class RichReporter:
 @contextlib.contextmanager
 def worker_display(log_level: str, *, fancy: bool | None = None) -> Iterator[Reporter]:
     """Logging set up at ``log_level`` and the reporter to use: rich bars when stderr
-    is a terminal (or ``fancy``), else plain log lines."""
+    is a terminal (or ``fancy``), else plain log lines. httpx's line per request is
+    left to ``DEBUG``."""
+    logging.getLogger("httpx").setLevel(
+        logging.DEBUG if log_level.upper() == "DEBUG" else "WARNING"
+    )
     if fancy is None:
         fancy = sys.stderr.isatty()
     if not fancy:

@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from .._pipeline.throttle import TokenBucket, mib_per_second
+from .._concurrency import open_nursery
 from ..client import ApiError
 from ..client._runner import command_argv
 from ..client._wire import DEFAULT_TIMEOUT, TransferOptions
@@ -190,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
     async def main() -> int:
         stop = trio.Event()
         with worker_display(args.log_level) as shown:
-            async with trio.open_nursery() as nursery:
+            async with open_nursery() as nursery:
 
                 async def on_signals() -> None:
                     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -195,7 +195,7 @@ class Worker:
         """Work until ``stop`` is set (then as the module docstring says) or
         ``max_jobs`` were claimed. Raises :class:`ApiError` when the server refuses
         the worker (a wrong token)."""
-        stop = stop or trio.Event()
+        stop = stop if stop is not None else trio.Event()
         self.settings.cache_dir.mkdir(parents=True, exist_ok=True)
         async with open_nursery() as nursery:
             nursery.start_soon(self._release_after_grace, stop)
