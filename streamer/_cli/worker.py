@@ -16,8 +16,8 @@ from typing import Any
 
 import trio
 
-from .._pipeline.throttle import TokenBucket, mib_per_second
 from .._concurrency import open_nursery
+from .._pipeline.throttle import TokenBucket, mib_per_second
 from ..client import ApiError
 from ..client._runner import command_argv
 from ..client._wire import DEFAULT_TIMEOUT, TransferOptions

@@ -36,7 +36,7 @@ import trio
 
 from .._concurrency import cleanup, open_nursery
 from ._jobs import Claim, WorkerClient
-from ._wire import DEFAULT_TIMEOUT, TransferOptions
+from ._wire import DEFAULT_TIMEOUT, DownloadResult, TransferOptions, UploadResult
 from .http import ApiError, connect
 
 log = logging.getLogger("streamer.worker")
@@ -173,6 +173,12 @@ async def run_command(argv: list[str], time_limit: float | None, cwd: Path) -> N
     log.debug("command done in %.1f s: %s", trio.current_time() - started, stderr)
 
 
+def _resumed(result: DownloadResult | UploadResult) -> str:
+    if not result.resumed:
+        return ""
+    return f", resumed at byte {', '.join(map(str, result.resumed))} after {result.retries} retries"
+
+
 def _extension(path: str) -> str:
     suffix = PurePosixPath(path).suffix
     return suffix if suffix.isascii() and suffix[1:].isalnum() else ""
@@ -291,7 +297,9 @@ class Worker:
                 job_id, source, token=claim.token, progress=self._progress(job_id, "download")
             ),
         )
-        self.reporter.event(job_id, f"downloaded {got.size} bytes (sha256 {got.sha256[:12]}…)")
+        self.reporter.event(
+            job_id, f"downloaded {got.size} bytes (sha256 {got.sha256[:12]}…){_resumed(got)}"
+        )
         self.reporter.event(job_id, f"running {shlex.join(argv)}")
         started = trio.current_time()
         await run_command(argv, self.settings.command_timeout, directory)
@@ -305,7 +313,9 @@ class Worker:
                 job_id, output, token=claim.token, progress=self._progress(job_id, "upload")
             ),
         )
-        self.reporter.event(job_id, f"uploaded {sent.size} bytes (sha256 {sent.sha256[:12]}…)")
+        self.reporter.event(
+            job_id, f"uploaded {sent.size} bytes (sha256 {sent.sha256[:12]}…){_resumed(sent)}"
+        )
 
     async def _transfer(self, claim: Claim, what: str, transfer: Any) -> Any:
         """Await ``transfer``; failures become :class:`JobFailed` (a lost lease stops)."""
@@ -334,10 +344,18 @@ class Worker:
                 if not lost_lease(exc):
                     self.reporter.event(claim.id, f"heartbeat failed, will retry: {exc}")
                     continue
+                if await self._completed(claim.id):
+                    return  # our upload just landed: its answer is on its way
                 self.reporter.event(claim.id, f"lease lost ({exc}): abandoning the job")
                 lost.set()
                 scope.cancel()
                 return
+
+    async def _completed(self, job_id: str) -> bool:
+        try:
+            return (await self.client.job(job_id)).get("status") == "completed"
+        except ApiError:
+            return False
 
     async def _fail(self, claim: Claim, failure: JobFailed) -> None:
         self.stats.failed += 1
