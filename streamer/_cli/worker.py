@@ -22,7 +22,7 @@ from ..client import ApiError
 from ..client._runner import command_argv
 from ..client._wire import DEFAULT_TIMEOUT, TransferOptions
 from ..client.worker import WorkerSettings, download_source, run_worker, upload_result
-from .display import worker_display
+from .workerdisplay import worker_display
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -187,13 +187,21 @@ async def check_conflicts(spec: TransferSpec, locations: Locations) -> dict[str,
         exists = await planned.destination.stat(file.destination) is not None
         (conflicts if exists else free).append(file.source)
     answer: dict[str, Any] = {"conflicts": conflicts, "nonConflicting": free}
-    count, total = len(planned.files), planned.total_bytes
-    if count > LARGE_FOLDER_FILES or total > LARGE_FOLDER_BYTES:
-        answer["warning"] = {
-            "type": "large_folder",
-            "fileCount": count,
-            "totalSize": total,
-            "message": f"This folder contains {count} files ({round(total / 2**30)} GB). "
-            "Transfer may take significant time.",
-        }
+    warning = large_folder_warning(len(planned.files), planned.total_bytes)
+    if warning is not None:
+        answer["warning"] = warning
     return answer
+
+
+def large_folder_warning(count: int, total: int) -> dict[str, Any] | None:
+    """Seed 000's ``large_folder`` warning for ``count`` files of ``total`` bytes, if due
+    (also shown by ``streamer cp --dry-run`` for uploads, which the node does not plan)."""
+    if count <= LARGE_FOLDER_FILES and total <= LARGE_FOLDER_BYTES:
+        return None
+    return {
+        "type": "large_folder",
+        "fileCount": count,
+        "totalSize": total,
+        "message": f"This folder contains {count} files ({round(total / 2**30)} GB). "
+        "Transfer may take significant time.",
+    }
