@@ -1,5 +1,5 @@
 """How ``streamer worker`` shows its work: rich progress bars (:class:`.display.Bars`)
-on a terminal, plain log lines otherwise (both are :class:`streamer.client.worker.Reporter`\ s)."""
+on a terminal, plain log lines otherwise (both are worker ``Reporter``s)."""
 
 from __future__ import annotations
 
