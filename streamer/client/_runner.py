@@ -150,7 +150,7 @@ async def run_command(argv: list[str], time_limit: float | None, cwd: Path) -> N
     started = trio.current_time()
     with trio.move_on_after(time_limit if time_limit is not None else float("inf")) as scope:
         try:
-            async with trio.open_nursery() as nursery:
+            async with open_nursery() as nursery:
                 process = await nursery.start(
                     partial(
                         trio.run_process,
