@@ -246,7 +246,16 @@ def test_sigterm_releases_a_job_that_outlasts_the_grace_period(node: Node, tmp_p
     assert "released" in worker.log() and list(worker.cache.iterdir()) == []
 
 
-def test_download_and_upload_commands(node: Node, tmp_path: Path) -> None:
+def test_download_and_upload_commands(tmp_path: Path) -> None:
+    # The default lease: the claim below gets no heartbeats.
+    node = Node(tmp_path / "home", config={"worker": {"tokens": [WORKER_TOKEN]}}).start()
+    try:
+        commands_on_a_claimed_job(node, tmp_path)
+    finally:
+        node.kill()
+
+
+def commands_on_a_claimed_job(node: Node, tmp_path: Path) -> None:
     data = source_file(node, "in.bin", MIB + 1)
     job_id = create(node, "in.bin", "out/result.bin")
     with httpx.Client(base_url=node.url, headers={"Authorization": f"Bearer {WORKER_TOKEN}"}) as c:
