@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar, TypeVarTuple, Unpack
@@ -67,3 +68,28 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
             yield from _leaves(exc)
         else:
             yield exc
+
+
+async def run_every(
+    interval: float,
+    work: Callable[[], Awaitable[object]],
+    *,
+    errors: tuple[type[BaseException], ...],
+    logger: logging.Logger,
+    what: str,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``work()`` once (its errors propagate), report started, then every
+    ``interval`` seconds on a fixed schedule however long a run takes; a later
+    run failing with one of ``errors`` is logged as ``"<what> failed"`` and the
+    schedule goes on. Never returns (cancel it)."""
+    next_run = trio.current_time()
+    await work()
+    task_status.started()
+    while True:
+        next_run += interval
+        await trio.sleep_until(next_run)
+        try:
+            await work()
+        except errors:
+            logger.exception("%s failed", what)

@@ -135,6 +135,14 @@ class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     sweep_interval: Annotated[float, msgspec.Meta(gt=0)] = 300.0
 
 
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """``GET /metrics`` (Prometheus): on or off, and who may scrape it."""
+
+    enabled: bool = True
+    auth: bool = True  # require a bearer: ``token`` below, or an API token
+    token: str = ""  # a scrape-only token (at least 16 characters); empty: API tokens only
+
+
 class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Worker jobs (``/api/worker``, seed 004): credentials, leases, retries, timeouts."""
 
@@ -162,6 +170,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     http: HttpConfig = HttpConfig()
     uploads: UploadsConfig = UploadsConfig()
     exchange: ExchangeConfig = ExchangeConfig()
+    metrics: MetricsConfig = MetricsConfig()
     worker: WorkerConfig = WorkerConfig()
 
 
@@ -194,6 +203,8 @@ def from_mapping(raw: Any) -> Config:
         raise ConfigError(f"invalid config: {_describe(exc)}") from exc
     config.server.host_port  # noqa: B018 - validates bind
     _check_node(config)
+    if config.metrics.token and len(config.metrics.token) < 16:
+        raise ConfigError("metrics.token: expected at least 16 characters")
     ids = [loc.id for loc in config.locations.local]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:

@@ -101,6 +101,15 @@ class StorageError(StreamerError):
     code = "StorageError"
 
 
+class PathBlocked(StorageError):
+    """Something at the destination is in the way: a file where a directory must
+    go, a directory where a file must land, no free name left. The client's to
+    resolve, hence a 409; ``code`` names the errno (``EEXIST``, ``EISDIR``, ...)."""
+
+    status_code = 409
+    code = "EEXIST"
+
+
 class SourceNotFound(StorageError):
     status_code = 404
     code = "NotFound"

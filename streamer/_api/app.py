@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 import trio
@@ -15,14 +15,18 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .._auth import TicketBook, TokenAuth
+from .._config import MetricsConfig
 from .._engine import Engine
-from .._errors import InvalidBody, StreamerError
+from .._errors import BadRequest, InvalidBody, StreamerError
 from .._storage.registry import Locations
+from .describe import describe
+from .sse import Subscribers
 
 if TYPE_CHECKING:
     from .._exchange.service import Exchange
     from .._node.service import NodeService
     from .._worker.service import WorkerJobs
+    from .metrics import RetryCounter
     from .upload import Uploads
 
 log = logging.getLogger("streamer.api")
@@ -46,6 +50,10 @@ class Services:
     node: NodeService | None = None
     uploads: Uploads | None = None
     exchange: Exchange | None = None
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    #: Clients whose retries ``/metrics`` reports, by name (``s3``, ``http``).
+    retry_counters: dict[str, RetryCounter] = field(default_factory=dict)
+    subscribers: Subscribers = field(default_factory=Subscribers)
     workers: WorkerJobs | None = None
     worker_auth: TokenAuth | None = None  # worker.tokens + the API tokens
 
@@ -65,6 +73,21 @@ async def read_body(kind: type[T]) -> T:
         raise InvalidBody(f"invalid request body: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise InvalidBody(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+
+
+def read_query(kind: type[T]) -> T:
+    """The query string as ``kind`` (a ``Struct`` of optional fields; values are
+    converted from text; other parameters, such as cache busters, are ignored);
+    a bad value is a 400 naming the parameter."""
+    try:
+        return msgspec.convert(request.args.to_dict(), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace("`$.", "`")
+        raise BadRequest(f"invalid query: {message}", code="invalid_query") from exc
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok"] = "ok"
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -92,11 +115,12 @@ def redact(path_and_query: str) -> str:
 def create_app(svc: Services, *, public_endpoints: frozenset[str] = frozenset()) -> Quart:
     """Build the app. Every endpoint needs the API token except those named
     ``public`` (they authenticate themselves, e.g. the SSE stream's ticket)."""
-    from . import exchange, node, upload, worker
+    from . import docs, exchange, metrics, node, upload, worker
     from .flow import FlowConnection, FlowRequest
+    from .openapi import openapi_path
     from .transfer import PUBLIC_ENDPOINTS, blueprint
 
-    app = QuartTrio("streamer")
+    app = QuartTrio("streamer", static_folder=None)  # no /static route: nothing to serve
     app.asgi_http_class = FlowConnection  # uploads are read with back-pressure
     app.request_class = FlowRequest
     app.config.update(
@@ -113,12 +137,18 @@ def create_app(svc: Services, *, public_endpoints: frozenset[str] = frozenset())
     app.register_blueprint(upload.blueprint)
     app.register_blueprint(exchange.blueprint)
     app.register_blueprint(worker.blueprint)
+    app.register_blueprint(docs.blueprint)
+    app.register_blueprint(metrics.blueprint)
     public = public_endpoints | PUBLIC_ENDPOINTS | node.PUBLIC_ENDPOINTS | {"health"}
     public |= exchange.PUBLIC_ENDPOINTS | worker.PUBLIC_ENDPOINTS
+    public |= docs.PUBLIC_ENDPOINTS | metrics.PUBLIC_ENDPOINTS
+    app.config["PUBLIC_ENDPOINTS"] = public
+    observed = app.extensions["metrics"] = metrics.Metrics(svc)
 
     @app.get("/healthz")
+    @describe("Liveness: the node answers", auth=(), responses={200: Health})
     async def health() -> Response:
-        return json_response({"status": "ok"})
+        return json_response(Health())
 
     @app.before_request
     async def authenticate() -> None:
@@ -129,7 +159,11 @@ def create_app(svc: Services, *, public_endpoints: frozenset[str] = frozenset())
     @app.after_request
     async def log_access(response: Response) -> Response:
         started = getattr(g, "started", None)
-        elapsed = (time.perf_counter() - started) * 1000 if started else 0.0
+        seconds = time.perf_counter() - started if started else 0.0
+        elapsed = seconds * 1000
+        rule = request.url_rule
+        route = openapi_path(rule.rule) if rule is not None else None
+        observed.observe(request.method, route, response.status_code, seconds)
         target = request.path + (
             f"?{request.query_string.decode()}" if request.query_string else ""
         )

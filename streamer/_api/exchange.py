@@ -11,16 +11,24 @@ resumable tus-style: ``HEAD`` answers ``Upload-Offset``, ``PATCH`` with
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 from quart import Blueprint, Response, request
 
 from .._errors import BadRequest, Conflict, Unauthorized, UnsupportedStorage
-from .._exchange.models import TransferRequest, TransferStatus, iso, status_json
+from .._exchange.models import (
+    FileTransferResponse,
+    FileTransferStatus,
+    Transfer,
+    TransferRequest,
+    TransferStatus,
+    iso,
+    status_json,
+)
 from .._exchange.service import Exchange
 from .._exchange.tokens import Scope
 from . import wire
 from .app import json_response, read_body, services
+from .describe import API_TOKEN, TRANSFER_TOKEN, Part, Reply, Stream, describe
 
 blueprint = Blueprint("exchange", __name__)
 
@@ -63,35 +71,74 @@ def _check_api_or_transfer_token(transfer_id: str) -> None:
     _check_transfer_token(transfer_id, None)
 
 
-def _answer(transfer: Any, token: str) -> dict[str, Any]:
-    """Seed 003's ``FileTransferResponse``."""
+def _answer(transfer: Transfer, token: str) -> FileTransferResponse:
     base = f"{PREFIX}/{transfer.id}"
     staged = transfer.direction == "upload"
-    return {
-        "transfer_id": transfer.id,
-        "status": transfer.status.value,
-        "download_url": f"{base}/download" if staged else None,
-        "upload_url": None if staged else f"{base}/upload",
-        "auth_token": token,
-        "expires_at": iso(transfer.expires_at),
-        "message": (
+    return FileTransferResponse(
+        transfer_id=transfer.id,
+        status=transfer.status,
+        download_url=f"{base}/download" if staged else None,
+        upload_url=None if staged else f"{base}/upload",
+        auth_token=token,
+        expires_at=iso(transfer.expires_at),
+        message=(
             f"staged {transfer.file_size} bytes for download"
             if staged
             else "ready to receive the upload"
         ),
-        "checksum": transfer.sha256 or transfer.checksum,
-        "file_size": transfer.file_size,
-    }
+        checksum=transfer.sha256 or transfer.checksum,
+        file_size=transfer.file_size,
+    )
+
+
+class TransferDeleted(msgspec.Struct):
+    transfer_id: str
+    message: str
+
+
+_TRANSFER = {"transfer_id": "The transfer's id (`transfer_id` of its creation)."}
+_EITHER = (API_TOKEN, TRANSFER_TOKEN)
+_NO_TRANSFER = {404: "No such transfer.", 410: "The transfer has expired."}
+_UPLOAD_HEADERS = (wire.CHECKSUM_HEADER, wire.ENCODING_HEADER, wire.UPLOAD_LENGTH_HEADER)
+_UPLOAD_BODY = Stream(
+    "The file: the raw body, or the multipart field `file`.",
+    parts=(Part("file", "The file's bytes.", required=True),),
+)
+_UPLOADED = {
+    200: Reply(
+        "Part received; send the rest.", FileTransferStatus, {"Upload-Offset": "Bytes received."}
+    ),
+    201: Reply("The file is complete, verified and in place.", FileTransferStatus),
+}
+_UPLOAD_ERRORS = {
+    **_NO_TRANSFER,
+    409: "The transfer is not waiting for an upload, or the offset is wrong.",
+}
 
 
 @blueprint.post(PREFIX)
+@describe(
+    "Create a worker exchange transfer",
+    body=TransferRequest,
+    responses={201: FileTransferResponse},
+    errors={404: "The file to stage does not exist."},
+)
 async def create() -> Response:
+    """``direction: upload`` stages a file for a worker to download; ``download``
+    prepares a place for a worker's upload. The answer carries the transfer's token."""
     body = await read_body(TransferRequest)
     transfer, token = await exchange().create(body)
     return json_response(_answer(transfer, token), 201)
 
 
 @blueprint.get(PREFIX + "/<transfer_id>/status")
+@describe(
+    "A transfer's status",
+    auth=_EITHER,
+    params=_TRANSFER,
+    responses={200: FileTransferStatus},
+    errors=_NO_TRANSFER,
+)
 async def status(transfer_id: str) -> Response:
     _check_api_or_transfer_token(transfer_id)
     ex = exchange()
@@ -100,16 +147,42 @@ async def status(transfer_id: str) -> Response:
 
 
 @blueprint.delete(PREFIX + "/<transfer_id>")
+@describe(
+    "Delete a transfer and its staged data",
+    auth=_EITHER,
+    params=_TRANSFER,
+    responses={200: TransferDeleted},
+    errors=_NO_TRANSFER,
+)
 async def delete(transfer_id: str) -> Response:
     _check_api_or_transfer_token(transfer_id)
     await exchange().delete(transfer_id)
-    return json_response({"transfer_id": transfer_id, "message": "transfer deleted"})
+    return json_response(TransferDeleted(transfer_id=transfer_id, message="transfer deleted"))
 
 
 # -- server → worker -----------------------------------------------------------
 
 
 @blueprint.get(PREFIX + "/<transfer_id>/download")
+@describe(
+    "Download a staged file (worker)",
+    auth=(TRANSFER_TOKEN,),
+    params=_TRANSFER,
+    headers=wire.RANGE_HEADERS,
+    responses={
+        200: Reply(
+            "The whole file.",
+            Stream(""),
+            {"ETag": '"<sha256>"', "X-Checksum-Sha256": "Hex SHA-256 of the file."},
+        ),
+        206: Reply("The requested range.", Stream(""), {"Content-Range": "bytes S-E/SIZE"}),
+    },
+    errors={
+        **_NO_TRANSFER,
+        409: "Nothing is staged for this transfer.",
+        416: "The range is outside the file.",
+    },
+)
 async def download(transfer_id: str) -> Response:
     _check_transfer_token(transfer_id, "download")
     ex = exchange()
@@ -153,11 +226,29 @@ async def _receive(transfer_id: str, offset: int | None) -> Response:
 
 
 @blueprint.post(PREFIX + "/<transfer_id>/upload")
+@describe(
+    "Upload a result file (worker)",
+    auth=(TRANSFER_TOKEN,),
+    params=_TRANSFER,
+    body=_UPLOAD_BODY,
+    headers=_UPLOAD_HEADERS,
+    responses=_UPLOADED,
+    errors=_UPLOAD_ERRORS,
+)
 async def upload(transfer_id: str) -> Response:
     return await _receive(transfer_id, None)
 
 
 @blueprint.patch(PREFIX + "/<transfer_id>/upload")
+@describe(
+    "Resume an upload from Upload-Offset (worker)",
+    auth=(TRANSFER_TOKEN,),
+    params=_TRANSFER,
+    body=Stream("The rest of the file, raw."),
+    headers=(wire.UPLOAD_OFFSET_HEADER, *_UPLOAD_HEADERS),
+    responses=_UPLOADED,
+    errors=_UPLOAD_ERRORS,
+)
 async def upload_patch(transfer_id: str) -> Response:
     offset = wire.int_header("Upload-Offset")
     if offset is None:
@@ -166,6 +257,23 @@ async def upload_patch(transfer_id: str) -> Response:
 
 
 @blueprint.route(PREFIX + "/<transfer_id>/upload", methods=["HEAD"])
+@describe(
+    "How much of an upload arrived (worker)",
+    auth=(TRANSFER_TOKEN,),
+    params=_TRANSFER,
+    responses={
+        200: Reply(
+            "No body.",
+            None,
+            {
+                "Upload-Offset": "Bytes safely received.",
+                "Upload-Length": "The file's size, when known.",
+                "X-Transfer-Status": "The transfer's status.",
+            },
+        )
+    },
+    errors=_NO_TRANSFER,
+)
 async def upload_offset(transfer_id: str) -> Response:
     _check_transfer_token(transfer_id, "upload")
     ex = exchange()

@@ -33,7 +33,8 @@ from .._engine import JobStatus
 from .._errors import BadRequest, Conflict, StreamerError, Unauthorized
 from .._node.multipart import check_boundary
 from .._node.service import Gone, NodeService
-from .app import json_response, read_body, services
+from .app import json_response, read_body, read_query, services
+from .describe import API_TOKEN, NODE_JWT, Part, Stream, describe
 
 blueprint = Blueprint("node", __name__)
 
@@ -61,6 +62,38 @@ class BandwidthSetting(msgspec.Struct, forbid_unknown_fields=True, rename="camel
     upload_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] | None = None
 
 
+class BandwidthLimits(msgspec.Struct, rename="camel"):
+    """MiB/s; 0 = unlimited."""
+
+    download_limit: float
+    upload_limit: float
+
+
+class JobStarted(msgspec.Struct, rename="camel"):
+    job_id: str
+    status: JobStatus
+
+
+class JobStopped(msgspec.Struct, rename="camel"):
+    job_id: str
+    message: str
+
+
+class Received(msgspec.Struct, rename="camel"):
+    job_id: str
+    status: JobStatus
+    sha256: str | None
+    bytes: int
+
+
+class CancelQuery(msgspec.Struct):
+    server: str | None = None
+
+
+_SERVER = {"server_id": "The server's uuid (its directory under servers.root)."}
+_NO_SERVER = {404: "No such server directory, or no transfer of it."}
+
+
 def node_service() -> NodeService:
     node = services().node
     if node is None:
@@ -69,23 +102,55 @@ def node_service() -> NodeService:
 
 
 @blueprint.post("/api/servers/<server_id>/transfer")
+@describe(
+    "Push a server's directory to another node (Wings)",
+    body=PushRequest,
+    params=_SERVER,
+    responses={202: JobStarted},
+    errors={**_NO_SERVER, 409: "The server is already transferring."},
+)
 async def push(server_id: str) -> Response:
     body = await read_body(PushRequest)
     url = _destination_url(body.url)
     job = node_service().start_push(
         server_id, url=url, token=body.token, archive_format=body.archive_format
     )
-    return json_response({"jobId": job.id, "status": job.status.value}, 202)
+    return json_response(JobStarted(job_id=job.id, status=job.status), 202)
 
 
 @blueprint.delete("/api/servers/<server_id>/transfer")
+@describe(
+    "Cancel a server's outgoing push",
+    params=_SERVER,
+    responses={202: JobStopped},
+    errors=_NO_SERVER,
+)
 async def cancel_push(server_id: str) -> Response:
     job = node_service().cancel_push(server_id)
-    return json_response({"jobId": job.id, "message": "transfer cancelled"}, 202)
+    return json_response(JobStopped(job_id=job.id, message="transfer cancelled"), 202)
 
 
 @blueprint.post("/api/transfers")
+@describe(
+    "Receive a server's archive from another node (Wings)",
+    auth=(NODE_JWT,),
+    body=Stream(
+        "The archive (tar.gz or tar.zst) and its SHA-256, as Wings sends them.",
+        media_type=None,
+        parts=(
+            Part("archive", "The archive's bytes.", required=True),
+            Part("checksum", "Hex SHA-256 of the archive bytes.", binary=False),
+        ),
+    ),
+    responses={200: Received},
+    errors={
+        409: "A newer push for this server replaced this one.",
+        410: "The transfer was cancelled.",
+        500: "The transfer failed (the message says why).",
+    },
+)
 async def receive() -> Response:
+    """Answers once the archive is verified, extracted and committed, or failed."""
     node = node_service()
     claims = node.verify(request.headers.get("Authorization"))
     boundary = _boundary(request.headers.get("Content-Type"))
@@ -103,15 +168,24 @@ async def receive() -> Response:
         raise StreamerError(message, code="transfer_failed")
     file = job.files[0]
     return json_response(
-        {"jobId": job.id, "status": job.status.value, "sha256": file.sha256, "bytes": file.size}
+        Received(job_id=job.id, status=job.status, sha256=file.sha256, bytes=file.size)
     )
 
 
 @blueprint.delete("/api/transfers")
+@describe(
+    "Cancel an incoming transfer",
+    auth=(API_TOKEN, NODE_JWT),
+    query=CancelQuery,
+    responses={202: JobStopped},
+    errors={404: "No incoming transfer for that server."},
+)
 async def cancel_incoming() -> Response:
+    """With the API token, name the server in ``?server=<uuid>``; the transfer's own
+    JWT cancels the server it names."""
     node = node_service()
     header = request.headers.get("Authorization")
-    server = request.args.get("server")
+    server = read_query(CancelQuery).server
     try:
         services().auth.check(header)
     except Unauthorized:
@@ -122,16 +196,23 @@ async def cancel_incoming() -> Response:
     if not server:
         raise BadRequest("name the server: ?server=<uuid>", code="missing_server")
     job = node.cancel_receive(server)
-    return json_response({"jobId": job.id, "message": "transfer cancelled"}, 202)
+    return json_response(JobStopped(job_id=job.id, message="transfer cancelled"), 202)
 
 
 @blueprint.get("/api/settings/bandwidth")
+@describe("Node transfer bandwidth limits", responses={200: BandwidthLimits})
 async def get_bandwidth() -> Response:
     return json_response(node_service().bandwidth())
 
 
 @blueprint.put("/api/settings/bandwidth")
+@describe(
+    "Change node transfer bandwidth limits",
+    body=BandwidthSetting,
+    responses={200: BandwidthLimits},
+)
 async def set_bandwidth() -> Response:
+    """Takes effect at once for running transfers and is remembered."""
     body = await read_body(BandwidthSetting)
     limits = node_service().set_bandwidth(download=body.download_limit, upload=body.upload_limit)
     return json_response(limits)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import trio
@@ -58,7 +59,7 @@ async def job_stream(
     *,
     min_interval: float = MIN_INTERVAL,
     heartbeat: float = HEARTBEAT,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Yield SSE frames for ``job`` until it finishes or ``closing`` is set."""
     event_id = 0
     last_sent = -math.inf
@@ -77,6 +78,23 @@ async def job_stream(
                 break
             yield HEARTBEAT_FRAME
         await trio.sleep_until(last_sent + min_interval)
+
+
+class Subscribers:
+    """Counts the streams being sent now (``streamer_sse_subscribers``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def track(self, stream: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+        """``stream``, counted from its first frame until it ends or is dropped."""
+        self.count += 1
+        try:
+            async with aclosing(stream):
+                async for piece in stream:
+                    yield piece
+        finally:
+            self.count -= 1
 
 
 async def _wait_change(changed: trio.Event, closing: trio.Event, heartbeat: float) -> str:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 from quart import Blueprint, Response, request
 
@@ -12,10 +14,10 @@ from .._engine.jobs import new_job_id
 from .._engine.transfer import LocalEndpoint
 from .._engine.upload import UploadRunner, UploadSpec
 from .._errors import BadRequest, Conflict, PayloadTooLarge, StreamerError
-from .._storage import Conflict as ConflictPolicy
 from .._storage.base import UNKNOWN_SIZE
 from . import wire
-from .app import json_response, services
+from .app import json_response, read_query, services
+from .describe import Stream, describe
 
 blueprint = Blueprint("upload", __name__)
 
@@ -23,7 +25,36 @@ blueprint = Blueprint("upload", __name__)
 STREAMING_PREFIXES = (("PUT", "/api/upload/"),)
 
 
+class UploadQuery(msgspec.Struct, rename="camel"):
+    conflict_resolution: Literal["overwrite", "skip", "rename"] = "overwrite"
+
+
+class Uploaded(msgspec.Struct, rename="camel"):
+    """The landed file (``path`` is null when skipped as a conflict)."""
+
+    job_id: str
+    path: str | None
+    size: int
+    sha256: str | None
+
+
 @blueprint.put("/api/upload/<location_id>/<path:path>")
+@describe(
+    "Upload a file into a local location",
+    body=Stream("The file's bytes (streamed; memory stays flat)."),
+    query=UploadQuery,
+    headers=(wire.CHECKSUM_HEADER,),
+    params={
+        "location_id": "A local location's id, e.g. local-0.",
+        "path": "The file's path inside the location (may contain '/').",
+    },
+    responses={201: Uploaded, 200: Uploaded},
+    errors={
+        409: "The upload was cancelled.",
+        413: "The body exceeds uploads.max_bytes.",
+        422: "The bytes do not match X-Checksum-Sha256.",
+    },
+)
 async def upload(location_id: str, path: str) -> Response:
     """Stream the raw body into ``path`` of the local location ``location_id``.
 
@@ -41,9 +72,7 @@ async def upload(location_id: str, path: str) -> Response:
     if not target:
         raise BadRequest("name the file to upload: /api/upload/<locationId>/<path>")
     declared = wire.declared_checksum()
-    conflict = request.args.get("conflictResolution", "overwrite")
-    if conflict not in {c.value for c in ConflictPolicy}:
-        raise BadRequest(f"conflictResolution must be overwrite, skip or rename, not {conflict!r}")
+    conflict = read_query(UploadQuery).conflict_resolution
     length = request.content_length
     if uploads.max_bytes and length is not None and length > uploads.max_bytes:
         raise PayloadTooLarge(
@@ -81,7 +110,7 @@ async def upload(location_id: str, path: str) -> Response:
         raise StreamerError(first.message, code=first.error)
     file = job.files[0]
     return json_response(
-        {"jobId": job.id, "path": file.final_path, "size": file.size, "sha256": file.sha256},
+        Uploaded(job_id=job.id, path=file.final_path, size=file.size, sha256=file.sha256),
         201 if file.final_path else 200,
     )
 

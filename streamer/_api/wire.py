@@ -23,12 +23,38 @@ from quart import Response, request
 
 from .._errors import BadRequest, StreamerError
 from .._node.multipart import MultipartParser, PartData, PartEnd, PartStart, parse_params
+from .describe import Header
 
 ZSTD_LEVEL: Final = 3
 _ZSTD_SLICE = 512  # compressed bytes per call: at most ~16 MiB out even for a bomb
 _ZSTD_STEP_OUTPUT = 1 << 20
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+SHA256_PATTERN: Final = r"^[0-9a-fA-F]{64}$"
+_SHA256 = re.compile(SHA256_PATTERN)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_COUNT: Final = {"type": "string", "pattern": r"^[0-9]{1,18}$"}
+
+# The headers these helpers read, as the OpenAPI document describes them.
+CHECKSUM_HEADER: Final = Header(
+    "X-Checksum-Sha256",
+    "Hex SHA-256 of the whole file; on a mismatch nothing lands.",
+    {"type": "string", "pattern": SHA256_PATTERN},
+)
+ENCODING_HEADER: Final = Header(
+    "Content-Encoding",
+    "`zstd` for a compressed body (identity otherwise).",
+    {"type": "string", "enum": ["zstd", "identity"]},
+)
+UPLOAD_LENGTH_HEADER: Final = Header(
+    "Upload-Length", "The file's total size in bytes, when the body is not all of it.", _COUNT
+)
+UPLOAD_OFFSET_HEADER: Final = Header(
+    "Upload-Offset", "Bytes already received (from HEAD).", _COUNT, required=True
+)
+RANGE_HEADERS: Final = (
+    Header("Range", "One range `bytes=START-END` (or `-SUFFIX`) to resume."),
+    Header("If-Range", "The ETag of the first part: a stale one gets the whole file."),
+    Header("Accept-Encoding", "`zstd` for a compressed whole-file answer."),
+)
 
 
 class RangeNotSatisfiable(StreamerError):

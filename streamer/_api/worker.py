@@ -16,7 +16,9 @@ body; resumable with ``HEAD`` / ``PATCH`` and ``Upload-Offset``, tus-style).
 from __future__ import annotations
 
 import mimetypes
+from typing import Annotated
 
+import msgspec
 from quart import Blueprint, Response, request
 
 from .._errors import BadRequest, Unauthorized, UnsupportedStorage
@@ -24,7 +26,9 @@ from .._worker.models import ClaimRequest, CreateJob, FailRequest, JobStatus, jo
 from .._worker.service import UploadTooLong, WorkerJobs
 from .._worker.tokens import JobClaims
 from . import wire
-from .app import json_response, read_body, services
+from .app import json_response, read_body, read_query, services
+from .describe import API_TOKEN, JOB_TOKEN, WORKER_TOKEN, Part, Reply, Stream, describe
+from .shapes import WorkerJobShape
 
 blueprint = Blueprint("worker", __name__)
 
@@ -47,6 +51,65 @@ PUBLIC_ENDPOINTS = frozenset(
     }
 )
 UPLOAD_FIELDS = ("video", "file")
+
+
+class JobIdQuery(msgspec.Struct):
+    job_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class StatusQuery(msgspec.Struct):
+    status: JobStatus | None = None
+
+
+class WorkerJobList(msgspec.Struct):
+    jobs: list[WorkerJobShape]
+
+
+class Claimed(msgspec.Struct):
+    """The claimed job and its job token (the credential of everything about it)."""
+
+    job: WorkerJobShape
+    token: str
+
+
+class ResultStored(msgspec.Struct, rename="camel"):
+    """The upload is complete, verified and in place; the job is completed."""
+
+    size: int | None
+    sha256: str | None
+    job_id: str
+    status: JobStatus
+
+
+class ResultPartial(msgspec.Struct, rename="camel"):
+    """Part of the upload arrived; resume from ``uploadOffset``."""
+
+    job_id: str
+    status: JobStatus
+    upload_offset: int
+    upload_length: int | None
+
+
+_WORKER = (WORKER_TOKEN, API_TOKEN)
+_JOB = (JOB_TOKEN, API_TOKEN)
+_JOB_ID = {"job_id": "The worker job's id."}
+_NO_JOB = {404: "No such job."}
+_CLAIM_ERRORS = {
+    **_NO_JOB,
+    400: "The job is not being processed.",
+    409: "The lease was lost: another claim holds the job now (lease_lost).",
+}
+_UPLOADED = {
+    201: Reply("The result is complete, verified and in place.", ResultStored),
+    200: Reply(
+        "Part received; send the rest.", ResultPartial, {"Upload-Offset": "Bytes received."}
+    ),
+}
+_UPLOAD_ERRORS = {
+    **_CLAIM_ERRORS,
+    409: "The lease was lost, or Upload-Offset is not what HEAD answers.",
+    413: "More bytes than Upload-Length.",
+}
 
 
 def workers() -> WorkerJobs:
@@ -77,40 +140,56 @@ def _job_claims(job_id: str) -> JobClaims | None:
 
 
 def _job_id() -> str:
-    job_id = request.args.get("job_id", "")
-    if not job_id:
-        raise BadRequest("the job_id query parameter is required", code="missing_job_id")
-    return job_id
+    return read_query(JobIdQuery).job_id
 
 
 # -- jobs ---------------------------------------------------------------------
 
 
 @blueprint.post(PREFIX + "/jobs")
+@describe(
+    "Create a worker job",
+    body=CreateJob,
+    responses={201: WorkerJobShape},
+    errors={400: "The source is not a file of a local location."},
+)
 async def create() -> Response:
+    """The source is hashed in the background; ``source.size``/``sha256`` appear then."""
     body = await read_body(CreateJob)
     job = await workers().create(body)
     return json_response(job_json(job), 201)
 
 
 @blueprint.get(PREFIX + "/jobs")
+@describe("List worker jobs", auth=_WORKER, query=StatusQuery, responses={200: WorkerJobList})
 async def list_jobs() -> Response:
     _check_worker_credential()
-    wanted = request.args.get("status")
-    if wanted is not None and wanted not in {s.value for s in JobStatus}:
-        raise BadRequest(f"status must be one of {', '.join(s.value for s in JobStatus)}")
-    jobs = workers().jobs(JobStatus(wanted) if wanted else None)
+    jobs = workers().jobs(read_query(StatusQuery).status)
     return json_response({"jobs": [job_json(j) for j in jobs]})
 
 
 @blueprint.get(PREFIX + "/jobs/<job_id>")
+@describe(
+    "Show a worker job",
+    auth=_WORKER,
+    params=_JOB_ID,
+    responses={200: WorkerJobShape},
+    errors=_NO_JOB,
+)
 async def get_job(job_id: str) -> Response:
     _check_worker_credential()
     return json_response(job_json(workers().get(job_id)))
 
 
 @blueprint.post(PREFIX + "/jobs/claim")
+@describe(
+    "Claim the oldest pending job",
+    auth=_WORKER,
+    body=ClaimRequest,
+    responses={200: Claimed, 204: Reply("Nothing is pending (no body).")},
+)
 async def claim() -> Response:
+    """The job turns ``processing`` with a lease; keep it with heartbeats."""
     _check_worker_credential()
     body = await read_body(ClaimRequest)
     claimed = await workers().claim(body.worker_id)
@@ -121,12 +200,27 @@ async def claim() -> Response:
 
 
 @blueprint.post(PREFIX + "/jobs/<job_id>/heartbeat")
+@describe(
+    "Renew a claimed job's lease",
+    auth=_JOB,
+    params=_JOB_ID,
+    responses={200: WorkerJobShape},
+    errors=_CLAIM_ERRORS,
+)
 async def heartbeat(job_id: str) -> Response:
     claims = _job_claims(job_id)
     return json_response(job_json(workers().heartbeat(job_id, claims)))
 
 
 @blueprint.post(PREFIX + "/jobs/<job_id>/fail")
+@describe(
+    "Report a claimed job as failed",
+    auth=_JOB,
+    params=_JOB_ID,
+    body=FailRequest,
+    responses={200: WorkerJobShape},
+    errors=_CLAIM_ERRORS,
+)
 async def fail(job_id: str) -> Response:
     claims = _job_claims(job_id)
     body = await read_body(FailRequest)
@@ -135,6 +229,13 @@ async def fail(job_id: str) -> Response:
 
 
 @blueprint.post(PREFIX + "/jobs/<job_id>/release")
+@describe(
+    "Give a claimed job back (not a failed attempt)",
+    auth=_JOB,
+    params=_JOB_ID,
+    responses={200: WorkerJobShape},
+    errors=_CLAIM_ERRORS,
+)
 async def release(job_id: str) -> Response:
     claims = _job_claims(job_id)
     return json_response(job_json(await workers().release(job_id, claims)))
@@ -144,6 +245,25 @@ async def release(job_id: str) -> Response:
 
 
 @blueprint.get(PREFIX + "/download-video")
+@describe(
+    "Download a claimed job's source",
+    auth=_JOB,
+    query=JobIdQuery,
+    headers=wire.RANGE_HEADERS,
+    responses={
+        200: Reply(
+            "The whole file (zstd-encoded if asked).",
+            Stream(""),
+            {"ETag": '"<sha256>"', "X-Checksum-Sha256": "Hex SHA-256 of the file."},
+        ),
+        206: Reply("The requested range.", Stream(""), {"Content-Range": "bytes S-E/SIZE"}),
+    },
+    errors={
+        **_CLAIM_ERRORS,
+        404: "No such job, or its source file is gone.",
+        416: "The range is outside the file.",
+    },
+)
 async def download() -> Response:
     """The job's source: whole, one ``Range``, or zstd (``HEAD`` answers the headers)."""
     job_id = _job_id()
@@ -182,34 +302,56 @@ async def _receive(offset: int | None) -> Response:
     received = await ws.receive(job, body, offset=offset, total=total, checksum=checksum)
     done = received.job
     if received.complete:
-        response = json_response(
-            {
-                "size": done.result_size,
-                "sha256": done.result_sha256,
-                "jobId": done.id,
-                "status": done.status.value,
-            },
-            201,
+        stored = ResultStored(
+            size=done.result_size, sha256=done.result_sha256, job_id=done.id, status=done.status
         )
+        response = json_response(stored, 201)
     else:
-        response = json_response(
-            {
-                "jobId": done.id,
-                "status": done.status.value,
-                "uploadOffset": received.offset,
-                "uploadLength": done.upload_length,
-            }
+        partial = ResultPartial(
+            job_id=done.id,
+            status=done.status,
+            upload_offset=received.offset,
+            upload_length=done.upload_length,
         )
+        response = json_response(partial)
     response.headers["Upload-Offset"] = str(received.offset)
     return response
 
 
 @blueprint.post(UPLOAD)
+@describe(
+    "Upload a claimed job's result",
+    auth=_JOB,
+    query=JobIdQuery,
+    body=Stream(
+        "The result: the raw body, or the multipart field `video` (or `file`).",
+        parts=(Part("video", "The result's bytes."), Part("file", "Same, by its other name.")),
+    ),
+    headers=(wire.CHECKSUM_HEADER, wire.ENCODING_HEADER, wire.UPLOAD_LENGTH_HEADER),
+    responses=_UPLOADED,
+    errors=_UPLOAD_ERRORS,
+)
 async def upload() -> Response:
+    """A fresh upload (starts over); complete when Upload-Length (or a raw body's
+    Content-Length) is reached, or when the body ends if no total is known."""
     return await _receive(None)
 
 
 @blueprint.patch(UPLOAD)
+@describe(
+    "Resume a result upload from Upload-Offset",
+    auth=_JOB,
+    query=JobIdQuery,
+    body=Stream("The rest of the result, raw."),
+    headers=(
+        wire.UPLOAD_OFFSET_HEADER,
+        wire.CHECKSUM_HEADER,
+        wire.ENCODING_HEADER,
+        wire.UPLOAD_LENGTH_HEADER,
+    ),
+    responses=_UPLOADED,
+    errors=_UPLOAD_ERRORS,
+)
 async def upload_patch() -> Response:
     offset = wire.int_header("Upload-Offset")
     if offset is None:
@@ -218,6 +360,23 @@ async def upload_patch() -> Response:
 
 
 @blueprint.route(UPLOAD, methods=["HEAD"])
+@describe(
+    "How much of a result upload arrived",
+    auth=_JOB,
+    query=JobIdQuery,
+    responses={
+        200: Reply(
+            "No body.",
+            None,
+            {
+                "Upload-Offset": "Bytes safely received.",
+                "Upload-Length": "The declared total, when known.",
+                "X-Job-Status": "The job's status.",
+            },
+        )
+    },
+    errors=_CLAIM_ERRORS,
+)
 async def upload_offset() -> Response:
     job_id = _job_id()
     claims = _job_claims(job_id)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
@@ -108,6 +109,31 @@ class JobControl:
 
 
 @dataclass(slots=True)
+class Totals:
+    """What the jobs that finished since start moved (the monotonic part of metrics):
+    bytes by kind, files by ``(kind, status)``, jobs by ``(kind, status)``."""
+
+    bytes: Counter[str] = field(default_factory=Counter)
+    files: Counter[tuple[str, str]] = field(default_factory=Counter)
+    jobs: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, job: Job) -> None:
+        self.bytes[job.kind] += job.bytes_transferred
+        for status, count in file_counts(job).items():
+            self.files[(job.kind, status)] += count
+        self.jobs[(job.kind, job.status.value)] += 1
+
+
+def file_counts(job: Job) -> dict[str, int]:
+    """A job's finished files by status (from its counters, so also for summaries)."""
+    return {
+        FileStatus.COMPLETED.value: job.files_completed,
+        FileStatus.SKIPPED.value: job.files_skipped,
+        FileStatus.ERROR.value: job.files_failed,
+    }
+
+
+@dataclass(slots=True)
 class _Running:
     job: Job
     scope: trio.CancelScope
@@ -136,6 +162,7 @@ class Engine:
         self._running: dict[str, _Running] = {}
         self._nursery: trio.Nursery | None = None
         self._unsaved: dict[tuple[str, int], tuple[Job, FileTask]] = {}
+        self.totals = Totals()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -271,6 +298,7 @@ class Engine:
         job.current = None
         job.finished_at = now_ms()
         self.store.update_job(job)
+        self.totals.add(job)
         job.touch()
 
     def get(self, job_id: str) -> Job:
@@ -295,6 +323,10 @@ class Engine:
         stored = self.store.list_jobs(None if status is None else [status])
         live = [self._running[j.id].job if j.id in self._running else j for j in stored]
         return [j for j in live if status is None or j.status is status]
+
+    def running(self) -> tuple[Job, ...]:
+        """The jobs this engine holds now: queued (``pending``) or ``in_progress``."""
+        return tuple(r.job for r in self._running.values())
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a pending or running job; the file in flight stops at once."""

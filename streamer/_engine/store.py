@@ -187,6 +187,11 @@ class Store:
         rows = self._db.execute(query + " ORDER BY created_at, id", args)
         return [self._job_from_row(r) for r in rows]
 
+    def count_jobs(self) -> dict[tuple[str, str], int]:
+        """How many jobs are stored, by ``(kind, status)``."""
+        rows = self._db.execute("SELECT kind, status, COUNT(*) FROM jobs GROUP BY kind, status")
+        return {(kind, status): count for kind, status, count in rows}
+
     def delete_job(self, job_id: str) -> None:
         self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
 

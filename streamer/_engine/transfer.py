@@ -34,8 +34,8 @@ class _Side(
 class LocationEndpoint(_Side, frozen=True):
     """A configured location: ``{type, locationId, path}`` (for S3 the id is the bucket)."""
 
-    location_id: NonEmpty
-    path: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    location_id: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, examples=["local-0"])]
+    path: Annotated[str, msgspec.Meta(max_length=4096, examples=["models"])] = ""
 
 
 class LocalEndpoint(LocationEndpoint, tag="local", frozen=True):
@@ -71,7 +71,7 @@ Destination = LocalEndpoint | S3Endpoint
 class Item(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A file or directory to transfer, relative to the source path."""
 
-    path: Annotated[str, msgspec.Meta(max_length=4096)]
+    path: Annotated[str, msgspec.Meta(max_length=4096, examples=["config.json"])]
     type: Literal["file", "directory"]
 
 

@@ -26,10 +26,10 @@ class TransferRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     ``download`` is worker → server (the worker's upload lands at ``path``).
     """
 
-    worker_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    worker_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256, examples=["worker-1"])]
     direction: Literal["upload", "download"]
-    location_id: Annotated[str, msgspec.Meta(min_length=1)]
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    location_id: Annotated[str, msgspec.Meta(min_length=1, examples=["local-0"])]
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, examples=["models/a.bin"])]
     original_filename: str | None = None
     content_type: str | None = None
     checksum: Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)] | None = None
@@ -43,7 +43,7 @@ class Transfer(msgspec.Struct, kw_only=True):
 
     id: str
     worker_id: str
-    direction: str
+    direction: Literal["upload", "download"]
     location_id: str
     path: str
     original_filename: str
@@ -80,24 +80,55 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
-def status_json(t: Transfer) -> dict[str, Any]:
-    """Seed 003's ``FileTransferStatus``."""
+class FileTransferStatus(msgspec.Struct, kw_only=True):
+    """Seed 003's ``FileTransferStatus``; times are ISO 8601 (UTC)."""
+
+    transfer_id: str
+    status: TransferStatus
+    progress_percent: float
+    bytes_transferred: int
+    total_bytes: int
+    error_message: str | None
+    started_at: str | None
+    completed_at: str | None
+    direction: Literal["upload", "download"]
+    worker_id: str
+    checksum: str | None
+    expires_at: str | None
+
+
+class FileTransferResponse(msgspec.Struct, kw_only=True):
+    """Seed 003's ``FileTransferResponse``: where and how the worker moves the file."""
+
+    transfer_id: str
+    status: TransferStatus
+    download_url: str | None
+    upload_url: str | None
+    auth_token: str
+    expires_at: str | None
+    message: str
+    checksum: str | None
+    file_size: int | None
+
+
+def status_json(t: Transfer) -> FileTransferStatus:
+    """Seed 003's ``FileTransferStatus`` of ``t``."""
     total = t.file_size or 0
     if t.status is TransferStatus.COMPLETED:
         percent = 100.0
     else:
         percent = round(100.0 * t.bytes_transferred / total, 2) if total else 0.0
-    return {
-        "transfer_id": t.id,
-        "status": t.status.value,
-        "progress_percent": min(percent, 100.0),
-        "bytes_transferred": t.bytes_transferred,
-        "total_bytes": total,
-        "error_message": t.error_message,
-        "started_at": iso(t.started_at),
-        "completed_at": iso(t.completed_at),
-        "direction": t.direction,
-        "worker_id": t.worker_id,
-        "checksum": t.sha256 or t.checksum,
-        "expires_at": iso(t.expires_at),
-    }
+    return FileTransferStatus(
+        transfer_id=t.id,
+        status=t.status,
+        progress_percent=min(percent, 100.0),
+        bytes_transferred=t.bytes_transferred,
+        total_bytes=total,
+        error_message=t.error_message,
+        started_at=iso(t.started_at),
+        completed_at=iso(t.completed_at),
+        direction=t.direction,
+        worker_id=t.worker_id,
+        checksum=t.sha256 or t.checksum,
+        expires_at=iso(t.expires_at),
+    )

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import _paths
-from .._concurrency import cleanup
+from .._concurrency import cleanup, run_every
 from .._errors import BadRequest, ChecksumMismatch, Conflict, NotFound, StreamerError
 from .._pipeline import Sha256, aead, pump, write_through
 from .._storage import Conflict as ConflictPolicy
+from .._storage import Writer
 from . import staging
 from .models import Transfer, TransferRequest, TransferStatus
 from .store import TransferStore
@@ -225,16 +226,14 @@ class Exchange:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The sweeper: once at start, then every ``sweep_interval`` seconds."""
-        next_sweep = trio.current_time()
-        await self.sweep()
-        task_status.started()
-        while True:  # on a fixed schedule, however long a sweep takes
-            next_sweep += self.sweep_interval
-            await trio.sleep_until(next_sweep)
-            try:
-                await self.sweep()
-            except (OSError, StreamerError):
-                log.exception("exchange sweep failed")
+        await run_every(
+            self.sweep_interval,
+            self.sweep,
+            errors=(OSError, StreamerError),
+            logger=log,
+            what="exchange sweep",
+            task_status=task_status,
+        )
 
     # -- server → worker ---------------------------------------------------
 
@@ -335,15 +334,28 @@ class Exchange:
             )
         else:
             writer = await staging.StagingWriter.resume(path, self._master_key, durable=False)
+        # The whole file arrives on this request: it also goes straight into place
+        # (hashed on the way), so a complete upload needs no second, decrypting pass.
+        # The encrypted staging is still written: it is what a cut upload resumes from.
+        direct = await self._open_destination(transfer) if fresh else None
         complete = False
         started = trio.current_time()
         try:
-            await write_through(_capped(body, transfer.file_size, writer.encryptor), writer.write)
+
+            async def write(data: bytes) -> None:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(writer.write, data)
+                    if direct is not None:
+                        nursery.start_soon(direct.write, data)
+
+            await write_through(_capped(body, transfer.file_size, writer.encryptor), write)
             complete = transfer.file_size in (None, writer.encryptor.plaintext_bytes)
-            if complete:
+            if complete and direct is None:
                 await writer.finish()
         finally:
             await cleanup(writer.close)
+            if direct is not None and not complete:
+                await cleanup(direct.abort)
             with trio.CancelScope(shield=True):
                 if complete:
                     transfer.bytes_transferred = writer.encryptor.plaintext_bytes
@@ -360,9 +372,11 @@ class Exchange:
         )
         if complete:
             started = trio.current_time()
-            await self._finalise(transfer)
+            if direct is None:
+                direct = await self._decrypt_staging(transfer)
+            await self._publish(transfer, direct)
             log.info(
-                "transfer %s: decrypted and verified into %s:%s in %.2fs",
+                "transfer %s: verified into %s:%s in %.2fs",
                 transfer.id,
                 transfer.location_id,
                 transfer.path,
@@ -370,35 +384,70 @@ class Exchange:
             )
         return transfer
 
-    async def _finalise(self, transfer: Transfer) -> None:
-        """Decrypt the complete staging into place, verified; else fail and drop it."""
+    async def _open_destination(self, transfer: Transfer) -> _Destination:
         storage = self._locations.get("local", transfer.location_id)
-        digest = Sha256()
         writer = await storage.open_writer(
             transfer.path, conflict=ConflictPolicy.OVERWRITE, tag=f"exchange-{transfer.id}"
         )
+        return _Destination(writer)
+
+    async def _decrypt_staging(self, transfer: Transfer) -> _Destination:
+        """A resumed upload: decrypt its complete staging into a fresh destination."""
+        direct = await self._open_destination(transfer)
         try:
             source = staging.read_plaintext(self.staging_path(transfer.id), self._master_key)
-            await pump(source, [digest], writer)
-            assert digest.hexdigest is not None
-            if transfer.checksum and digest.hexdigest != transfer.checksum:
+            await pump(source, [], direct)
+        except BaseException:
+            await cleanup(direct.abort)
+            with trio.CancelScope(shield=True):
+                await self._drop_staging(transfer.id)
+            raise
+        return direct
+
+    async def _publish(self, transfer: Transfer, direct: _Destination) -> None:
+        """Verify the upload's bytes in ``direct`` and rename them into place (the
+        transfer completes), or fail the transfer; the staging goes either way."""
+        try:
+            sha256 = await direct.digest()
+            if transfer.checksum and sha256 != transfer.checksum:
                 raise ChecksumMismatch(
-                    f"the upload hashes to {digest.hexdigest}, declared {transfer.checksum}"
+                    f"the upload hashes to {sha256}, declared {transfer.checksum}"
                 )
-            await writer.commit(sha256=digest.hexdigest, mtime_ns=None)
+            await direct.writer.commit(sha256=sha256, mtime_ns=None)
         except StreamerError as exc:
             transfer.status = TransferStatus.FAILED
             transfer.error_message = exc.message
             raise
         else:
             transfer.status = TransferStatus.COMPLETED
-            transfer.sha256 = digest.hexdigest
+            transfer.sha256 = sha256
             transfer.completed_at = self._clock()
         finally:
-            await cleanup(writer.abort)
+            await cleanup(direct.abort)
             with trio.CancelScope(shield=True):
                 await self._drop_staging(transfer.id)
                 self.store.save(transfer)
+
+
+class _Destination:
+    """The upload's plaintext on its way into place: a storage writer, hashed as fed."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self._hash = Sha256()
+
+    async def write(self, data: bytes) -> None:
+        await self._hash.feed(data)
+        await self.writer.write(data)
+
+    async def digest(self) -> str:
+        await self._hash.flush()
+        assert self._hash.hexdigest is not None
+        return self._hash.hexdigest
+
+    async def abort(self) -> None:
+        self._hash.close()
+        await self.writer.abort()
 
 
 def _expires(transfer: Transfer) -> bool:

@@ -12,7 +12,7 @@ from typing import BinaryIO
 import trio
 
 from .. import _paths
-from .._errors import InvalidPath, SourceNotFound, StorageError
+from .._errors import InvalidPath, PathBlocked, SourceNotFound, StorageError
 from .base import Conflict, Entry
 from .writeback import Writeback
 
@@ -31,11 +31,17 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
+#: Errors that mean something at the destination is in the way (a 409, not a 5xx).
+_BLOCKED = frozenset({errno.EEXIST, errno.EISDIR, errno.ENOTDIR})
+
+
 def _os_error(exc: OSError, path: str) -> StorageError:
     """Map an OSError to a StorageError whose code names the errno."""
     if exc.errno == errno.ENOENT:
         return SourceNotFound(f"{path}: no such file or directory")
     name = errno.errorcode.get(exc.errno or 0, "EIO")
+    if exc.errno in _BLOCKED:
+        return PathBlocked(f"{path}: {exc.strerror or exc}", code=name)
     return StorageError(f"{path}: {exc.strerror or exc}", code=name)
 
 
@@ -313,7 +319,7 @@ class LocalWriter:
         real = self._storage.resolve(self._path)
         if self._conflict is Conflict.OVERWRITE:
             if os.path.isdir(real):
-                raise StorageError(f"{self._path}: a directory is in the way", code="EISDIR")
+                raise PathBlocked(f"{self._path}: a directory is in the way", code="EISDIR")
             os.replace(self._temp, real)
             return self._path
         candidates = [self._path]
@@ -325,7 +331,7 @@ class LocalWriter:
         os.unlink(self._temp)
         if self._conflict is Conflict.SKIP:
             return None
-        raise StorageError(f"{self._path}: no free name for rename", code="EEXIST")
+        raise PathBlocked(f"{self._path}: no free name for rename", code="EEXIST")
 
     async def abort(self) -> None:
         fd, self._fd = self._fd, None

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import trio
 
 from .. import _paths
-from .._concurrency import cleanup
+from .._concurrency import cleanup, run_every
 from .._errors import BadRequest, Conflict, InvalidPath, NotFound, SourceNotFound, StreamerError
 from .._pipeline import Sha256, write_through
 from .._storage import Conflict as ConflictPolicy
@@ -253,16 +253,14 @@ class WorkerJobs:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
-                next_sweep = trio.current_time()
-                await self.sweep()
-                task_status.started()
-                while True:  # on a fixed schedule, however long a sweep takes
-                    next_sweep += self.sweep_interval
-                    await trio.sleep_until(next_sweep)
-                    try:
-                        await self.sweep()
-                    except (OSError, StreamerError):
-                        log.exception("worker lease sweep failed")
+                await run_every(
+                    self.sweep_interval,
+                    self.sweep,
+                    errors=(OSError, StreamerError),
+                    logger=log,
+                    what="worker lease sweep",
+                    task_status=task_status,
+                )
             finally:
                 self._nursery = None
 

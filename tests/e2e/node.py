@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -22,8 +23,12 @@ START_SECONDS = 20.0
 class Node:
     """One ``streamer serve`` process with its own state and ``local-0`` location."""
 
-    def __init__(self, home: Path, config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, home: Path, config: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        """``config`` is merged over the defaults (per section); ``env`` over ours."""
         self.home = home
+        self.env = {**os.environ, **(env or {})}
         self.data = home / "data"
         self.state = home / "state"
         self.data.mkdir(parents=True, exist_ok=True)
@@ -49,6 +54,7 @@ class Node:
             stdout=log,
             stderr=log,
             cwd=self.home,
+            env=self.env,
         )
         log.close()
         deadline = time.monotonic() + START_SECONDS

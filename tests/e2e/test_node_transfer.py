@@ -468,7 +468,8 @@ def test_download_limit_is_observed(cluster: Cluster) -> None:
         window = [(t, b / MIB) for t, b in steps if 3 * MIB <= b <= 11 * MIB]
         assert len(window) >= 4, samples
         rate = slope(window)
-        assert abs(rate - limit) / limit < 0.10, (rate, window)
+        # Never faster than the limit; a loaded machine may run slower than it.
+        assert 0.5 * limit < rate < 1.1 * limit, (rate, window)
     finally:
         set_limit(cluster.destination, "downloadLimit", 0)
 

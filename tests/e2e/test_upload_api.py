@@ -95,3 +95,17 @@ def test_upload_size_cap(tmp_path: Path) -> None:
         assert sorted(p.name for p in node.data.iterdir()) == ["ok.bin"]
     finally:
         node.kill()
+
+
+def test_an_upload_blocked_by_what_is_there_is_a_409(node: Node) -> None:
+    (node.data / "taken.bin").write_bytes(b"file")
+    (node.data / "folder").mkdir()
+    with node.client() as client:
+        below_a_file = client.put("/api/upload/local-0/taken.bin/inner", content=b"x")
+        onto_a_directory = client.put("/api/upload/local-0/folder", content=b"x")
+    assert below_a_file.status_code == 409, below_a_file.text
+    assert below_a_file.json()["error"] == "EEXIST"
+    assert onto_a_directory.status_code == 409, onto_a_directory.text
+    assert onto_a_directory.json()["error"] == "EISDIR"
+    assert (node.data / "taken.bin").read_bytes() == b"file"
+    assert not staging_files(node.data)

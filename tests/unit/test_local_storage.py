@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from streamer._errors import InvalidPath, SourceNotFound
+from streamer._errors import InvalidPath, PathBlocked, SourceNotFound
 from streamer._storage import Conflict, LocalStorage
 
 
@@ -108,3 +108,17 @@ async def test_sweep_removes_what_a_crash_left(storage: LocalStorage) -> None:
     (Path(storage.root) / "sub/.streamer-job-3.part").write_bytes(b"junk")
     await storage.sweep("sub/file", tag="job-3")
     assert os.listdir(Path(storage.root) / "sub") == []
+
+
+async def test_something_in_the_way_is_a_conflict_not_a_storage_failure(
+    storage: LocalStorage,
+) -> None:
+    await write(storage, "a.bin", b"a", Conflict.OVERWRITE)
+    (Path(storage.root) / "dir").mkdir()
+    with pytest.raises(PathBlocked) as below_a_file:
+        await write(storage, "a.bin/inner", b"x", Conflict.OVERWRITE)
+    with pytest.raises(PathBlocked) as onto_a_directory:
+        await write(storage, "dir", b"x", Conflict.OVERWRITE)
+    assert below_a_file.value.status_code == 409 and below_a_file.value.code == "EEXIST"
+    assert onto_a_directory.value.code == "EISDIR"
+    assert sorted(os.listdir(storage.root)) == ["a.bin", "dir"]  # no staging left behind
