@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 MB = 1_000_000
+PLAIN_CHUNK = 1 << 20
 
 
 def best_of(
@@ -62,3 +66,82 @@ def random_file(path: Path, size: int) -> None:
             n = min(remaining, 8 << 20)
             f.write(os.urandom(n))
             remaining -= n
+
+
+# -- the plain file server peer ------------------------------------------------------
+
+
+def plain_app(root: str) -> Any:
+    """A bare ASGI file server: GET /<name> streams the file, any other method stores
+    the body as /<name> (written, fsynced, renamed)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = os.path.join(root, scope["path"].lstrip("/"))
+        if scope["method"] == "GET":
+            size = os.path.getsize(path)  # noqa: ASYNC240 - a peer at its fastest: plain blocking I/O
+            headers = [(b"content-length", str(size).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            with open(path, "rb") as f:  # noqa: ASYNC230
+                while chunk := f.read(PLAIN_CHUNK):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        with open(path + ".part", "wb") as f:  # noqa: ASYNC230
+            more = True
+            while more:
+                message = await receive()
+                f.write(message.get("body", b""))
+                more = message.get("more_body", False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".part", path)
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def serve_plain(root: str, port: int) -> None:
+    import asyncio
+
+    import hypercorn.asyncio
+    import hypercorn.config
+
+    config = hypercorn.config.Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    asyncio.run(hypercorn.asyncio.serve(plain_app(root), config))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_plain_server(root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Hypercorn serving :func:`plain_app` over ``root`` in a process; ready on return.
+    Terminate the process when done."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._common", "--serve-plain", str(root), str(port)]
+    )
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, port
+        except OSError:
+            time.sleep(0.1)
+    process.terminate()
+    raise RuntimeError("the plain server did not start")
+
+
+def curl(*args: str) -> None:
+    subprocess.run(["curl", "-sS", "-f", "-o", "/dev/null", *args], check=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve-plain":
+        serve_plain(sys.argv[2], int(sys.argv[3]))

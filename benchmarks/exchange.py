@@ -18,74 +18,21 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-import httpx
-
-from benchmarks._common import MB, best_of, peak_rss_mb, random_file, report, sh
+from benchmarks._common import (
+    MB,
+    best_of,
+    curl,
+    peak_rss_mb,
+    random_file,
+    report,
+    sh,
+    start_plain_server,
+)
 from tests.e2e.node import Node
-
-PLAIN_CHUNK = 1 << 20
-
-
-def plain_app(root: str) -> Any:
-    """A bare ASGI file server: GET /<name> streams the file, PUT /<name> stores the body."""
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        path = os.path.join(root, scope["path"].lstrip("/"))
-        if scope["method"] == "GET":
-            size = os.path.getsize(path)  # noqa: ASYNC240 - a peer at its fastest: plain blocking I/O
-            headers = [(b"content-length", str(size).encode())]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            with open(path, "rb") as f:  # noqa: ASYNC230
-                while chunk := f.read(PLAIN_CHUNK):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        with open(path + ".part", "wb") as f:  # noqa: ASYNC230
-            more = True
-            while more:
-                message = await receive()
-                f.write(message.get("body", b""))
-                more = message.get("more_body", False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(path + ".part", path)
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    return app
-
-
-def serve_plain(root: str, port: int) -> None:
-    import asyncio
-
-    import hypercorn.asyncio
-    import hypercorn.config
-
-    config = hypercorn.config.Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    asyncio.run(hypercorn.asyncio.serve(plain_app(root), config))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def curl(*args: str) -> None:
-    subprocess.run(["curl", "-sS", "-f", "-o", "/dev/null", *args], check=True)
 
 
 def main() -> None:
@@ -99,22 +46,13 @@ def main() -> None:
     node = Node(home / "node").start()
     plain_root = home / "plain"
     plain_root.mkdir()
-    port = free_port()
-    plain = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.exchange", "--serve-plain", str(plain_root), str(port)]
-    )
+    plain, port = start_plain_server(plain_root)
     try:
         size = args.size_mib << 20
         source = node.data / "source.bin"
         random_file(source, size)
         os.link(source, plain_root / "source.bin")
         sh(f"cat '{source}' > /dev/null")  # warm the page cache
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/source.bin", headers={"Range": "bytes=0-0"})
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
         print(f"file: {size / MB:.0f} MB random; streamer exchange vs plain Hypercorn, hot cache")
 
         with node.client() as client:
@@ -176,7 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--serve-plain":
-        serve_plain(sys.argv[2], int(sys.argv[3]))
-    else:
-        main()
+    main()

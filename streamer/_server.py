@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import hypercorn.config
 import hypercorn.trio
-import hypercorn.trio.tcp_server
 import trio
 
 from ._api import Services, create_app
@@ -30,6 +29,7 @@ from ._engine import Engine, Store
 from ._engine.copy import CopyRunner
 from ._engine.upload import UploadRunner
 from ._exchange.setup import build_exchange
+from ._netio import tune_client_reads, tune_server_reads
 from ._node.service import NodeService
 from ._storage import LocalStorage
 from ._storage.http import HttpClient
@@ -113,14 +113,9 @@ def _api_tokens(config: Config) -> list[str]:
     return tokens
 
 
-#: Bytes hypercorn asks the socket for per read (its default is 64 KiB). Uploads
-#: arrive at GB/s on a LAN; every read becomes an h11 event, a body append and a
-#: wake-up of the reader, so bigger reads cut that per-byte overhead.
-RECEIVE_BYTES = 1 << 18
-
-
 def _hypercorn_config(config: Config) -> hypercorn.config.Config:
-    hypercorn.trio.tcp_server.MAX_RECV = RECEIVE_BYTES
+    tune_server_reads()
+    tune_client_reads()  # the node's own S3 and HTTP clients
     hc = hypercorn.config.Config()
     host, port = config.server.host_port
     hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]

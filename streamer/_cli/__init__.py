@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
-from . import client, serve
+from . import client, serve, worker
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, client):
+    for module in (serve, client, worker):
         module.register(commands)
     return parser
 

@@ -28,12 +28,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
-from typing import Self, TypeVar, cast
+from typing import Self, TypeVar
 
 import httpx
-import trio
 
 from .._concurrency import cleanup
+from .._httpbody import StreamedBody
 from .._retry import Backoff
 from .httperrors import SOURCE_CHANGED, HttpError, describe, from_response, transport_errors
 
@@ -43,7 +43,6 @@ MiB = 1 << 20
 MAX_JSON_BYTES = 64 * MiB  # cap on bodies read whole (API answers)
 UNKNOWN = -1  # a size no response has declared
 _ERROR_BODY_BYTES = 16 * 1024
-_DRAIN_PIECES = 1024  # buffered pieces a closed connection may still hand out
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,31 +76,17 @@ class Probe:
     last_modified: str | None
 
 
-class _Body:
-    """A streamed response body read piece by piece, and closed without leaks.
-
-    httpx 0.28 hands bodies out through nested async generators (httpx and
-    httpcore) that trio reports as garbage collected unexhausted when a reader
-    abandons them half-way (httpx #3686). So a body is never abandoned:
-    :meth:`close` closes the connection first, then drives the generators until
-    they end, which they do at once with the read error of the closed socket.
-    """
+class _Body(StreamedBody):
+    """A raw response body whose transport failures raise :class:`HttpError`."""
 
     def __init__(self, response: httpx.Response, method: str, url: str) -> None:
-        self.response = response
+        super().__init__(response)
         self._what = (method, url)
-        # An async generator in httpx 0.28, whatever its annotation says.
-        self._pieces = cast("AsyncGenerator[bytes]", response.aiter_raw())
-        self._started = False
 
     async def next(self) -> bytes | None:
         """The next piece of the body, or ``None`` at its end."""
-        self._started = True
         with transport_errors(*self._what):
-            try:
-                return await self._pieces.__anext__()
-            except StopAsyncIteration:
-                return None
+            return await super().next()
 
     async def read(self, limit: int, *, truncate: bool = False) -> bytes:
         """The rest of the body, at most ``limit`` bytes (more: error, or cut if ``truncate``)."""
@@ -118,19 +103,6 @@ class _Body:
                     status=self.response.status_code,
                 )
         return bytes(data)
-
-    async def close(self) -> None:
-        """Release the connection; safe to call twice, shielded from cancellation."""
-        with trio.CancelScope(shield=True):
-            await self.response.aclose()
-            if not self._started:
-                await self._pieces.aclose()  # never started: nothing nested yet
-                return
-            for _ in range(_DRAIN_PIECES):
-                try:
-                    await self._pieces.__anext__()
-                except (StopAsyncIteration, httpx.HTTPError, httpx.StreamError):
-                    return
 
 
 class HttpClient:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import httpx
 
+from .._netio import tune_client_reads
+
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
@@ -64,6 +66,7 @@ def connect(
 
     Use it as an async context manager; pass it to the API and transfer functions.
     """
+    tune_client_reads()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.AsyncClient(
         base_url=server.rstrip("/"), headers=headers, timeout=timeout, follow_redirects=False

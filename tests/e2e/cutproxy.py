@@ -25,6 +25,7 @@ class CutProxy:
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._closed = False
+        self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def __enter__(self) -> CutProxy:
@@ -36,8 +37,13 @@ class CutProxy:
         self.close()
 
     def close(self) -> None:
+        """Stop accepting and close every connection still open."""
         self._closed = True
         self._listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -51,6 +57,8 @@ class CutProxy:
                 if budget is not None:
                     self.cut += 1
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._sockets += [client, upstream]
             threading.Thread(
                 target=self._pipe, args=(client, upstream, budget), daemon=True
             ).start()

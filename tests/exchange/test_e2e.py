@@ -176,35 +176,6 @@ def test_upload_lands_only_with_a_good_checksum(node: Node) -> None:
     assert failed["status"] == "failed" and "hashes to" in failed["error_message"]
 
 
-def test_download_resumes_after_a_cut_connection(node: Node) -> None:
-    data = os.urandom(4 * MIB + 9)
-    (node.data / "big.bin").write_bytes(data)
-    made = create(node, direction="upload", path="big.bin")
-    proxy = start_in_thread(int(node.url.rsplit(":", 1)[1]))
-    try:
-        proxy.proxy.drop_after(MIB + 500)
-        received = bytearray()
-        url = f"http://127.0.0.1:{proxy.port}{made['download_url']}"
-        with httpx.Client(timeout=30, headers=IDENTITY) as worker:
-            try:
-                with worker.stream("GET", url, params={"token": made["auth_token"]}) as response:
-                    for piece in response.iter_raw():
-                        received += piece
-            except httpx.HTTPError:
-                pass
-            assert 0 < len(received) < len(data)
-            rest = worker.get(
-                url,
-                params={"token": made["auth_token"]},
-                headers={"Range": f"bytes={len(received)}-"},
-            )
-            assert rest.status_code == 206
-        assert bytes(received) + rest.content == data
-        assert proxy.proxy.dropped == 1
-    finally:
-        proxy.stop()
-
-
 def _stored(worker: httpx.Client, url: str) -> int:
     head = worker.head(url)
     assert head.status_code == 200, head.text
