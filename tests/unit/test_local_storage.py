@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -122,3 +123,16 @@ async def test_something_in_the_way_is_a_conflict_not_a_storage_failure(
     assert below_a_file.value.status_code == 409 and below_a_file.value.code == "EEXIST"
     assert onto_a_directory.value.code == "EISDIR"
     assert sorted(os.listdir(storage.root)) == ["a.bin", "dir"]  # no staging left behind
+
+
+async def test_file_sha256_hashes_the_file_and_stops_when_cancelled(
+    storage: LocalStorage,
+) -> None:
+    root = Path(storage.root)
+    (root / "small.bin").write_bytes(b"abc" * 500_000)
+    assert await storage.file_sha256("small.bin") == hashlib.sha256(b"abc" * 500_000).hexdigest()
+    with open(root / "huge.bin", "wb") as f:  # noqa: ASYNC230 - creating a fixture
+        f.truncate(1 << 40)  # sparse: hashing it whole would take minutes
+    with trio.move_on_after(0.2) as scope:
+        await storage.file_sha256("huge.bin")
+    assert scope.cancelled_caught
