@@ -31,7 +31,7 @@ from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 
 from .._concurrency import open_nursery
-from .._httpreads import use_large_reads
+from .._netio import tune_client_reads
 from .._retry import Backoff
 from . import s3xml
 from .s3errors import S3Error, S3NotFound, code_for_status, s3_error, transport_errors
@@ -135,7 +135,7 @@ class S3Client:
     def __init__(
         self, settings: S3Settings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        use_large_reads()
+        tune_client_reads()
         self.settings = settings
         self._backoff = Backoff(settings.backoff_base, settings.backoff_max, settings.max_retries)
         self._signer = _Signer(settings.credentials(), "s3", settings.region)

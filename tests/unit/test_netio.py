@@ -1,4 +1,4 @@
-"""httpx clients read big responses in big pieces once use_large_reads() ran."""
+"""httpx clients read big responses in big pieces once tune_client_reads() ran."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from functools import partial
 import httpx
 import trio
 
-from streamer._httpreads import READ_BYTES, use_large_reads
+from streamer._netio import CLIENT_READ_BYTES, tune_client_reads
 
 BODY = b"x" * (8 << 20)
 
@@ -20,7 +20,7 @@ async def serve_one(stream: trio.SocketStream) -> None:
 
 
 async def test_responses_arrive_in_pieces_over_64_kib() -> None:
-    use_large_reads()
+    tune_client_reads()
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, serve_one, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
@@ -31,4 +31,4 @@ async def test_responses_arrive_in_pieces_over_64_kib() -> None:
             sizes = [len(piece) async for piece in response.aiter_raw()]
         nursery.cancel_scope.cancel()
     assert sum(sizes) == len(BODY)
-    assert 64 * 1024 < max(sizes) <= READ_BYTES
+    assert 64 * 1024 < max(sizes) <= CLIENT_READ_BYTES
