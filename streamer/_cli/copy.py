@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._engine.transfer import large_folder_warning
 from ..client.api import TransferApi, hash_file
 from ..client.endpoints import Endpoint, LocalPath, LocationPath, parse
 from ..client.http import ApiError
@@ -240,6 +239,8 @@ async def _send_all(
 
 
 def _show_upload_plan(session: Session, targets: list[tuple[Path, str]], total: int) -> int:
+    from .._engine.transfer import large_folder_warning  # the engine: only for --dry-run
+
     warning = large_folder_warning(len(targets), total)
     if session.json:
         session.emit({"files": [t for _, t in targets], "totalSize": total, "warning": warning})

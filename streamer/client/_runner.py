@@ -19,6 +19,7 @@ every job is removed whatever its outcome.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -306,13 +307,17 @@ class Worker:
         if not await trio.to_thread.run_sync(output.is_file):
             raise JobFailed(f"the command exited 0 but wrote no {output.name}", retry=False)
         self.reporter.event(job_id, f"command done in {trio.current_time() - started:.1f} s")
-        sent = await self._transfer(
-            claim,
-            "upload",
-            self.client.upload_result(
-                job_id, output, token=claim.token, progress=self._progress(job_id, "upload")
-            ),
-        )
+        async with trio.open_nursery() as nursery:
+            # The source is done with: free its disk and page cache while the result
+            # uploads (a retry downloads it again anyway).
+            nursery.start_soon(partial(trio.to_thread.run_sync, partial(_remove, source)))
+            sent = await self._transfer(
+                claim,
+                "upload",
+                self.client.upload_result(
+                    job_id, output, token=claim.token, progress=self._progress(job_id, "upload")
+                ),
+            )
         self.reporter.event(
             job_id, f"uploaded {sent.size} bytes (sha256 {sent.sha256[:12]}…){_resumed(sent)}"
         )
@@ -398,3 +403,8 @@ async def run_worker(
             upload_timeout=settings.upload_timeout,
         )
         return await Worker(client, settings, reporter).run(stop)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
