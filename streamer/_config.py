@@ -213,6 +213,18 @@ def from_mapping(raw: Any) -> Config:
     return config
 
 
+#: The smallest positive bandwidth limit (MiB/s, about 1 KiB/s): below it a transfer
+#: would effectively stall forever, which is never what a limit is set for.
+MIN_BANDWIDTH_LIMIT = 0.001
+
+
+def bandwidth_limit_problem(limit: float) -> str | None:
+    """Why ``limit`` (MiB/s; 0 = unlimited) is not a usable limit, or None if it is."""
+    if limit == 0 or limit >= MIN_BANDWIDTH_LIMIT:
+        return None
+    return f"expected 0 (unlimited) or at least {MIN_BANDWIDTH_LIMIT} MiB/s, got {limit:g}"
+
+
 def _check_node(config: Config) -> None:
     """Cross-field rules of the node-transfer keys (panel, api.ssl)."""
     url = config.panel.url
@@ -220,6 +232,13 @@ def _check_node(config: Config) -> None:
         raise ConfigError(f"panel.url: expected an http(s) base URL, got {url!r}")
     if config.panel.token and len(config.panel.token) < 16:
         raise ConfigError("panel.token: expected at least 16 characters")
+    for name, value in (
+        ("transfers.download_limit", config.transfers.download_limit),
+        ("transfers.upload_limit", config.transfers.upload_limit),
+    ):
+        problem = bandwidth_limit_problem(value)
+        if problem:
+            raise ConfigError(f"{name}: {problem}")
     ssl = config.api.ssl
     if ssl.enabled and not (ssl.cert and ssl.key):
         raise ConfigError("api.ssl: 'cert' and 'key' are required when 'enabled' is true")

@@ -29,8 +29,9 @@ import msgspec
 from quart import Blueprint, Response, request
 from werkzeug.http import parse_options_header
 
+from .._config import bandwidth_limit_problem
 from .._engine import JobStatus
-from .._errors import BadRequest, Conflict, StreamerError, Unauthorized
+from .._errors import BadRequest, Conflict, InvalidBody, StreamerError, Unauthorized
 from .._node.multipart import check_boundary
 from .._node.service import Gone, NodeService
 from .app import json_response, read_body, read_query, services
@@ -214,6 +215,10 @@ async def get_bandwidth() -> Response:
 async def set_bandwidth() -> Response:
     """Takes effect at once for running transfers and is remembered."""
     body = await read_body(BandwidthSetting)
+    for name, value in (("downloadLimit", body.download_limit), ("uploadLimit", body.upload_limit)):
+        problem = None if value is None else bandwidth_limit_problem(value)
+        if problem:
+            raise InvalidBody(f"{name}: {problem}")
     limits = node_service().set_bandwidth(download=body.download_limit, upload=body.upload_limit)
     return json_response(limits)
 

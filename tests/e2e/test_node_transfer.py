@@ -487,8 +487,13 @@ def test_bandwidth_settings_validation(cluster: Cluster) -> None:
     with cluster.destination.client() as client:
         assert client.put("/api/settings/bandwidth", json={"downloadLimit": -1}).status_code == 400
         assert client.put("/api/settings/bandwidth", json={"bogus": 1}).status_code == 400
+        before = client.get("/api/settings/bandwidth").json()
+        stalling = client.put("/api/settings/bandwidth", json={"uploadLimit": 1e-300})
+        assert stalling.status_code == 400, stalling.text
+        assert "uploadLimit" in stalling.json()["message"]
         current = client.get("/api/settings/bandwidth").json()
     assert set(current) == {"downloadLimit", "uploadLimit"}
+    assert current == before  # a refused change changes nothing
 
 
 def test_window_bomb_zstd_real_frame(cluster: Cluster) -> None:

@@ -43,6 +43,7 @@ def test_a_full_node_section() -> None:
         ({"api": {"ssl": {"enabled": True}}}, "api.ssl"),
         ({"transfers": {"archive_format": "tar.xz"}}, "transfers.archive_format"),
         ({"transfers": {"download_limit": -1}}, "transfers.download_limit"),
+        ({"transfers": {"upload_limit": 1e-300}}, "transfers.upload_limit"),
         ({"transfers": {"push_retries": 99}}, "transfers.push_retries"),
         ({"transfers": {"zstd_max_window_mib": 0}}, "transfers.zstd_max_window_mib"),
         ({"servers": {"hooks": {"before_archive": "stop.sh"}}}, "servers.hooks.before_archive"),
