@@ -169,14 +169,7 @@ async def delete(transfer_id: str) -> Response:
     auth=(TRANSFER_TOKEN,),
     params=_TRANSFER,
     headers=wire.RANGE_HEADERS,
-    responses={
-        200: Reply(
-            "The whole file.",
-            Stream(""),
-            {"ETag": '"<sha256>"', "X-Checksum-Sha256": "Hex SHA-256 of the file."},
-        ),
-        206: Reply("The requested range.", Stream(""), {"Content-Range": "bytes S-E/SIZE"}),
-    },
+    responses=wire.DOWNLOAD_REPLIES,
     errors={
         **_NO_TRANSFER,
         409: "Nothing is staged for this transfer.",

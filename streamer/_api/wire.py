@@ -23,7 +23,7 @@ from quart import Response, request
 
 from .._errors import BadRequest, StreamerError
 from .._node.multipart import MultipartParser, PartData, PartEnd, PartStart, parse_params
-from .describe import Header
+from .describe import Header, Reply, Stream
 
 ZSTD_LEVEL: Final = 3
 _ZSTD_SLICE = 512  # compressed bytes per call: at most ~16 MiB out even for a bomb
@@ -55,6 +55,15 @@ RANGE_HEADERS: Final = (
     Header("If-Range", "The ETag of the first part: a stale one gets the whole file."),
     Header("Accept-Encoding", "`zstd` for a compressed whole-file answer."),
 )
+#: The answers of a file download built by :func:`file_response` (exchange, worker).
+DOWNLOAD_REPLIES: Final = {
+    200: Reply(
+        "The whole file (zstd-encoded if asked).",
+        Stream(""),
+        {"ETag": '"<sha256>"', "X-Checksum-Sha256": "Hex SHA-256 of the file."},
+    ),
+    206: Reply("The requested range.", Stream(""), {"Content-Range": "bytes S-E/SIZE"}),
+}
 
 
 class RangeNotSatisfiable(StreamerError):

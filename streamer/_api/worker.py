@@ -250,14 +250,7 @@ async def release(job_id: str) -> Response:
     auth=_JOB,
     query=JobIdQuery,
     headers=wire.RANGE_HEADERS,
-    responses={
-        200: Reply(
-            "The whole file (zstd-encoded if asked).",
-            Stream(""),
-            {"ETag": '"<sha256>"', "X-Checksum-Sha256": "Hex SHA-256 of the file."},
-        ),
-        206: Reply("The requested range.", Stream(""), {"Content-Range": "bytes S-E/SIZE"}),
-    },
+    responses=wire.DOWNLOAD_REPLIES,
     errors={
         **_CLAIM_ERRORS,
         404: "No such job, or its source file is gone.",
