@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.e2e.node import Node
 
 MB = 1_000_000
 PLAIN_CHUNK = 1 << 20
@@ -136,6 +142,43 @@ def start_plain_server(root: Path) -> tuple[subprocess.Popen[bytes], int]:
             time.sleep(0.1)
     process.terminate()
     raise RuntimeError("the plain server did not start")
+
+
+@dataclass
+class SameFile:
+    """A real ``streamer serve`` and the plain server, both holding ``source.bin``."""
+
+    home: Path
+    node: Node
+    plain_root: Path
+    plain_url: str  # base URL of the plain server
+    source: Path  # the node's copy (the plain server's is a hard link to it)
+    size: int
+
+
+@contextmanager
+def node_beside_plain_server(
+    label: str, size: int, *, directory: str | None, config: dict[str, Any] | None = None
+) -> Iterator[SameFile]:
+    """A scratch directory with a node (``config`` merged over the defaults) and the
+    plain server (:func:`plain_app`) serving one random ``source.bin`` of ``size`` bytes,
+    its pages hot; everything is stopped and removed on exit."""
+    home = Path(tempfile.mkdtemp(prefix=f"streamer-{label}-bench-", dir=directory))
+    node = Node(home / "node", config=config).start()
+    plain_root = home / "plain"
+    plain_root.mkdir()
+    plain, port = start_plain_server(plain_root)
+    try:
+        source = node.data / "source.bin"
+        random_file(source, size)
+        os.link(source, plain_root / "source.bin")
+        sh(f"cat '{source}' > /dev/null")  # warm the page cache
+        yield SameFile(home, node, plain_root, f"http://127.0.0.1:{port}", source, size)
+    finally:
+        plain.terminate()
+        plain.wait(10)
+        node.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def curl(*args: str) -> None:

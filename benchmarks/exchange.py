@@ -16,23 +16,16 @@ streamer process's peak RSS. Target (issue 6): >= 0.7x the plain server, RSS < 1
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from benchmarks._common import (
     MB,
     best_of,
     curl,
+    node_beside_plain_server,
     peak_rss_mb,
-    random_file,
     report,
-    sh,
-    start_plain_server,
 )
-from tests.e2e.node import Node
 
 
 def main() -> None:
@@ -42,17 +35,9 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="scratch directory (default: a new temp dir)")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="streamer-exchange-bench-", dir=args.dir))
-    node = Node(home / "node").start()
-    plain_root = home / "plain"
-    plain_root.mkdir()
-    plain, port = start_plain_server(plain_root)
-    try:
-        size = args.size_mib << 20
-        source = node.data / "source.bin"
-        random_file(source, size)
-        os.link(source, plain_root / "source.bin")
-        sh(f"cat '{source}' > /dev/null")  # warm the page cache
+    size = args.size_mib << 20
+    with node_beside_plain_server("exchange", size, directory=args.dir) as bench:
+        node, source = bench.node, bench.source
         print(f"file: {size / MB:.0f} MB random; streamer exchange vs plain Hypercorn, hot cache")
 
         with node.client() as client:
@@ -69,14 +54,14 @@ def main() -> None:
             ).json()
             report("stage (read + sha256 + encrypt + fsync)", size, time.perf_counter() - started)
         down_url = f"{node.url}{made['download_url']}?token={made['auth_token']}"
-        plain_url = f"http://127.0.0.1:{port}/source.bin"
+        plain_url = f"{bench.plain_url}/source.bin"
         peer = best_of(args.runs, lambda: curl(plain_url))
         report("download: plain Hypercorn + curl", size, peer)
         ours = best_of(args.runs, lambda: curl(down_url))
         report("download: exchange (decrypt on the fly)", size, ours, "plain", peer)
 
         peer_up = best_of(
-            args.runs, lambda: curl("-T", str(source), f"http://127.0.0.1:{port}/upload.bin")
+            args.runs, lambda: curl("-T", str(source), f"{bench.plain_url}/upload.bin")
         )
         report("upload: plain Hypercorn PUT (+fsync)", size, peer_up)
 
@@ -102,15 +87,14 @@ def main() -> None:
 
         ours_up = best_of(args.runs, upload)
         report(
-            "upload: exchange (encrypt, decrypt+verify, rename)", size, ours_up, "plain", peer_up
+            "upload: exchange (staged encrypted + written in place, verified, renamed)",
+            size,
+            ours_up,
+            "plain",
+            peer_up,
         )
         assert node.proc is not None
         print(f"streamer peak RSS: {peak_rss_mb(node.proc.pid):.0f} MB")
-    finally:
-        plain.terminate()
-        plain.wait(10)
-        node.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,11 +28,9 @@ from benchmarks._common import (
     MB,
     best_of,
     curl,
+    node_beside_plain_server,
     peak_rss_mb,
-    random_file,
     report,
-    sh,
-    start_plain_server,
 )
 from tests.e2e.node import Node
 
@@ -78,22 +75,16 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="scratch directory (default: a new temp dir)")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="streamer-worker-bench-", dir=args.dir))
-    node = Node(home / "node", config={"worker": {"tokens": [WORKER_TOKEN]}}).start()
-    plain_root = home / "plain"
-    plain_root.mkdir()
-    plain, port = start_plain_server(plain_root)
-    try:
-        size = args.size_mib << 20
-        source = node.data / "source.bin"
-        random_file(source, size)
-        os.link(source, plain_root / "source.bin")
-        sh(f"cat '{source}' > /dev/null")  # warm the page cache
+    size = args.size_mib << 20
+    with node_beside_plain_server(
+        "worker", size, directory=args.dir, config={"worker": {"tokens": [WORKER_TOKEN]}}
+    ) as bench:
+        node, home, plain_root = bench.node, bench.home, bench.plain_root
         print(f"file: {size / MB:.0f} MB random; worker cycle vs curl + cp + curl, hot cache")
 
         scratch = home / "peer"
         scratch.mkdir()
-        plain_url = f"http://127.0.0.1:{port}"
+        plain_url = bench.plain_url
 
         def by_hand() -> None:
             subprocess.run(
@@ -130,11 +121,6 @@ def main() -> None:
         assert node.proc is not None
         print(f"worker peak RSS: {max(rss):.0f} MB; server peak RSS: "
               f"{peak_rss_mb(node.proc.pid):.0f} MB")  # fmt: skip
-    finally:
-        plain.terminate()
-        plain.wait(10)
-        node.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
