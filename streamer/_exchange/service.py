@@ -27,7 +27,7 @@ import trio
 from .. import _paths
 from .._concurrency import cleanup, run_every
 from .._errors import BadRequest, ChecksumMismatch, Conflict, NotFound, StreamerError
-from .._pipeline import Sha256, aead, pump, write_through
+from .._pipeline import Sha256, aead, capped, pump, write_through
 from .._storage import Conflict as ConflictPolicy
 from .._storage import Writer
 from . import staging
@@ -348,7 +348,15 @@ class Exchange:
                     if direct is not None:
                         nursery.start_soon(direct.write, data)
 
-            await write_through(_capped(body, transfer.file_size, writer.encryptor), write)
+            await write_through(
+                capped(
+                    body,
+                    transfer.file_size,
+                    seen=writer.encryptor.plaintext_bytes,
+                    too_long=_too_long,
+                ),
+                write,
+            )
             complete = transfer.file_size in (None, writer.encryptor.plaintext_bytes)
             if complete and direct is None:
                 await writer.finish()
@@ -457,15 +465,7 @@ def _expires(transfer: Transfer) -> bool:
     )
 
 
-async def _capped(
-    body: AsyncIterable[bytes], limit: int | None, encryptor: aead.Encryptor
-) -> AsyncIterator[bytes]:
-    """The body, refusing bytes beyond ``limit`` (counted from the stream start)."""
-    seen = encryptor.plaintext_bytes
-    async for piece in body:
-        seen += len(piece)
-        if limit is not None and seen > limit:
-            raise IncompleteUpload(
-                f"the upload exceeds its declared size of {limit} bytes", code="upload_too_long"
-            )
-        yield piece
+def _too_long(limit: int) -> IncompleteUpload:
+    return IncompleteUpload(
+        f"the upload exceeds its declared size of {limit} bytes", code="upload_too_long"
+    )

@@ -127,3 +127,20 @@ async def write_through(
         raise
     if pending:
         await write(b"".join(pending))
+
+
+async def capped(
+    body: AsyncIterable[bytes],
+    limit: int | None,
+    *,
+    seen: int,
+    too_long: Callable[[int], BaseException],
+) -> AsyncIterator[bytes]:
+    """``body``, refusing bytes beyond ``limit`` counted from the file's start, of which
+    ``seen`` bytes were already taken (a resumed upload): the first piece past it raises
+    ``too_long(limit)``. ``limit`` None: no limit."""
+    async for piece in body:
+        seen += len(piece)
+        if limit is not None and seen > limit:
+            raise too_long(limit)
+        yield piece

@@ -34,7 +34,7 @@ import trio
 from .. import _paths
 from .._concurrency import cleanup, run_every
 from .._errors import BadRequest, Conflict, InvalidPath, NotFound, SourceNotFound, StreamerError
-from .._pipeline import Sha256, write_through
+from .._pipeline import Sha256, capped, write_through
 from .._storage import Conflict as ConflictPolicy
 from .._storage.local import LocalStorage
 from .._storage.registry import Locations
@@ -414,7 +414,9 @@ class WorkerJobs:
                     await digest.feed(data)
                     await writer.write(data)
 
-                await write_through(_capped(body, job.upload_length, writer.offset), write)
+                await write_through(
+                    capped(body, job.upload_length, seen=writer.offset, too_long=_too_long), write
+                )
                 complete = job.upload_length in (None, writer.offset)
                 if not complete:
                     return Received(job, writer.offset, False)
@@ -496,11 +498,5 @@ def _finish(job: WorkerJob, status: JobStatus, *, error: str | None) -> None:
     job.error = error
 
 
-async def _capped(body: AsyncIterable[bytes], limit: int | None, seen: int) -> AsyncIterator[bytes]:
-    """The body, refusing bytes beyond ``limit`` (counted from the file's start, of
-    which ``seen`` bytes are already staged)."""
-    async for piece in body:
-        seen += len(piece)
-        if limit is not None and seen > limit:
-            raise UploadTooLong(f"the upload exceeds its declared length of {limit} bytes")
-        yield piece
+def _too_long(limit: int) -> UploadTooLong:
+    return UploadTooLong(f"the upload exceeds its declared length of {limit} bytes")

@@ -18,7 +18,7 @@ import trio.testing
 
 from streamer._errors import ChecksumMismatch, Conflict, Unauthorized
 from streamer._exchange.models import TransferRequest, TransferStatus
-from streamer._exchange.service import Exchange, Gone
+from streamer._exchange.service import Exchange, Gone, IncompleteUpload
 from streamer._exchange.tokens import TokenSigner
 from streamer._pipeline.aead import DecryptionError
 from streamer._storage import LocalStorage
@@ -151,6 +151,19 @@ async def test_upload_lands_atomically_only_with_a_matching_checksum(
     assert exchange.get(bad.id).status is TransferStatus.FAILED
     assert sorted(os.listdir(data_dir / "out")) == ["result.bin"]
     assert not _staged(exchange, bad.id)
+
+
+async def test_bytes_beyond_the_declared_size_are_refused_and_nothing_lands(
+    exchange: Exchange, data_dir: Path
+) -> None:
+    data = os.urandom(2 * CHUNK)
+    transfer, _ = await exchange.create(_request("download", "long.bin", file_size=len(data) - 1))
+    with pytest.raises(IncompleteUpload) as refused:
+        await exchange.receive(transfer, _pieces(data), offset=None, total=None, checksum=None)
+    assert refused.value.code == "upload_too_long"
+    assert exchange.get(transfer.id).status is not TransferStatus.COMPLETED
+    assert not (data_dir / "long.bin").exists()
+    assert not list(data_dir.rglob("*.part"))  # noqa: ASYNC240
 
 
 async def test_a_cut_upload_resumes_from_its_last_whole_chunk(

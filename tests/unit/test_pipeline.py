@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import pytest
 import trio
 
 from streamer._errors import StorageError
-from streamer._pipeline import Progress, Sha256, pump
+from streamer._pipeline import Progress, Sha256, capped, pump
 
 
 class ListSink:
@@ -86,3 +87,25 @@ async def test_a_failure_anywhere_cancels_the_pump_and_surfaces_unwrapped() -> N
 
     with pytest.raises(StorageError, match="disk full"):
         await pump(endless(), [Sha256()], Failing())
+
+
+async def _listed(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+async def test_capped_passes_up_to_the_limit_counting_what_was_seen() -> None:
+    got = [p async for p in capped(_listed([b"ab", b"cd"]), 6, seen=2, too_long=ValueError)]
+    assert got == [b"ab", b"cd"]
+    got = [p async for p in capped(_listed([b"x" * 9]), None, seen=5, too_long=ValueError)]
+    assert got == [b"x" * 9]
+
+
+async def test_capped_refuses_the_first_piece_past_the_limit() -> None:
+    got: list[bytes] = []
+    source = _listed([b"ab", b"cd", b"ef"])
+    with pytest.raises(ValueError, match=r"^5$"):
+        async with aclosing(source):
+            async for piece in capped(source, 5, seen=1, too_long=lambda n: ValueError(str(n))):
+                got.append(piece)
+    assert got == [b"ab", b"cd"]  # 1 + 2 + 2 = 5 is the limit; b"ef" would pass it
