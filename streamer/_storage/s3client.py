@@ -18,7 +18,7 @@ with exponential backoff and full jitter. Sleeps use :func:`trio.sleep`, so a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -34,6 +34,7 @@ from .._concurrency import open_nursery
 from .._netio import tune_client_reads
 from .._retry import Backoff
 from . import s3xml
+from .s3body import Body, SlicedBody, sha256_hex
 from .s3errors import S3Error, S3NotFound, code_for_status, s3_error, transport_errors
 from .s3object import ObjectInfo, close_response, read_range
 from .s3settings import MiB, S3Settings
@@ -44,10 +45,6 @@ MAX_RESPONSE_BYTES = 16 * MiB  # cap on buffered (XML) response bodies
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 USER_AGENT = "streamer"
-_THREAD_HASH_BYTES = 256 * 1024
-SEND_SLICE = 1 * MiB  # httpcore copies each piece of a body once (h11 joins): keep them small
-
-Body = bytes | bytearray | memoryview
 
 
 class _Signer(S3SigV4Auth):  # type: ignore[misc]
@@ -55,13 +52,6 @@ class _Signer(S3SigV4Auth):  # type: ignore[misc]
 
     def payload(self, request: AWSRequest) -> str:
         return str(request.context["payload_sha256"])
-
-
-async def sha256_hex(data: Body) -> str:
-    """SHA-256 of ``data``, hashed in a worker thread when it is large."""
-    if len(data) < _THREAD_HASH_BYTES:
-        return hashlib.sha256(data).hexdigest()
-    return await trio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,36 +73,6 @@ class _Reply:
     status: int
     headers: httpx.Headers
     body: bytes
-
-
-class _Body(httpx.AsyncByteStream):
-    """A request body in memory, sent in slices of at most ``SEND_SLICE`` bytes.
-
-    httpx wraps ``content=bytes`` in an async generator, which trio reports as
-    unclosed when a send is cancelled; this iterator is a plain object.
-    """
-
-    def __init__(self, data: Body) -> None:
-        self._data = memoryview(data)
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        data, self._data = self._data, memoryview(b"")  # single use: a retry builds a new _Body
-        return _Slices(data)
-
-
-class _Slices:
-    def __init__(self, data: memoryview) -> None:
-        self._data = data
-        self._offset = 0
-
-    def __aiter__(self) -> _Slices:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._offset >= len(self._data):
-            raise StopAsyncIteration
-        start, self._offset = self._offset, self._offset + SEND_SLICE
-        return self._data[start : self._offset]  # type: ignore[return-value]  # bytes-like
 
 
 def _meta_headers(metadata: Mapping[str, str]) -> dict[str, str]:
@@ -206,7 +166,7 @@ class S3Client:
         body = None
         if req.method in ("PUT", "POST"):
             headers["Content-Length"] = str(len(req.body))
-            body = _Body(req.body)
+            body = SlicedBody(req.body)
         # Built directly (not by the client's build_request: no default headers or
         # cookies to merge), once per attempt: a per-request cost small objects feel.
         target = httpx.URL(url)
