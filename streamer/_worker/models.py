@@ -85,6 +85,18 @@ class WorkerJob(msgspec.Struct, kw_only=True):
         """Names the current attempt's staged upload (``.streamer-<tag>.part``)."""
         return f"worker-{self.id}-{self.attempts}"
 
+    def finish(self, status: JobStatus, *, error: str | None) -> None:
+        """End the current claim's lease with ``status`` (its upload declarations go)."""
+        self.status = status
+        self.lease_expires_at = None
+        self.upload_length = self.upload_sha256 = None
+        self.error = error
+
+    def unclaim(self, *, error: str | None) -> None:
+        """Back to ``pending``, claimed by nobody."""
+        self.finish(JobStatus.PENDING, error=error)
+        self.worker_id = self.claim_id = None
+
 
 def iso(timestamp: float | None) -> str | None:
     if timestamp is None:

@@ -200,9 +200,9 @@ class WorkerJobs:
         job = self._ending(job_id, claims)
         tag = job.upload_tag
         if retry and job.attempts < job.max_attempts:
-            _unclaim(job, error=message)
+            job.unclaim(error=message)
         else:
-            _finish(job, JobStatus.FAILED, error=message)
+            job.finish(JobStatus.FAILED, error=message)
         job.updated_at = self._clock()
         self.store.save(job)
         log.info("worker job %s: failed (%s) -> %s", job.id, message, job.status.value)
@@ -213,7 +213,7 @@ class WorkerJobs:
         """Give the job back (a worker shutting down): ``pending``, the attempt uncounted."""
         job = self._ending(job_id, claims)
         tag = job.upload_tag
-        _unclaim(job, error=None)
+        job.unclaim(error=None)
         job.attempts -= 1
         job.updated_at = self._clock()
         self.store.save(job)
@@ -237,9 +237,9 @@ class WorkerJobs:
         for job in swept:  # records first: nobody may use the old claims from now on
             tags.append(job.upload_tag)
             if job.attempts >= job.max_attempts:
-                _finish(job, JobStatus.FAILED, error=f"lease expired after {job.attempts} attempts")
+                job.finish(JobStatus.FAILED, error=f"lease expired after {job.attempts} attempts")
             else:
-                _unclaim(job, error=f"lease of attempt {job.attempts} expired")
+                job.unclaim(error=f"lease of attempt {job.attempts} expired")
             job.updated_at = now
             self.store.save(job)
             log.info("worker job %s: lease expired -> %s", job.id, job.status.value)
@@ -437,7 +437,7 @@ class WorkerJobs:
             else:
                 await cleanup(writer.suspend)  # keeps what arrived for a resume
         done = self.get(job.id)
-        _finish(done, JobStatus.COMPLETED, error=None)
+        done.finish(JobStatus.COMPLETED, error=None)
         done.result_size, done.result_sha256 = size, digest.hexdigest
         done.updated_at = self._clock()
         self.store.save(done)
@@ -481,21 +481,6 @@ def _clean(path: str, what: str) -> str:
 def _claim_of(job: WorkerJob) -> JobClaims:
     assert job.worker_id is not None and job.claim_id is not None
     return JobClaims(job.id, job.worker_id, job.attempts, 0.0, job.claim_id)
-
-
-def _unclaim(job: WorkerJob, *, error: str | None) -> None:
-    job.status = JobStatus.PENDING
-    job.worker_id = job.claim_id = None
-    job.lease_expires_at = None
-    job.upload_length = job.upload_sha256 = None
-    job.error = error
-
-
-def _finish(job: WorkerJob, status: JobStatus, *, error: str | None) -> None:
-    job.status = status
-    job.lease_expires_at = None
-    job.upload_length = job.upload_sha256 = None
-    job.error = error
 
 
 def _too_long(limit: int) -> UploadTooLong:
