@@ -118,6 +118,7 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     connect_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     read_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 5
+    allow_private_networks: bool = False  # else only public addresses (huggingface.endpoint: any)
 
 
 class UploadsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -33,7 +33,7 @@ from ._netio import tune_client_reads, tune_server_reads
 from ._node.service import NodeService
 from ._storage import LocalStorage
 from ._storage.http import HttpClient
-from ._storage.imports import http_settings, importers
+from ._storage.imports import client_settings, importers
 from ._storage.registry import Locations
 from ._worker.setup import build_worker_jobs, worker_auth
 
@@ -133,7 +133,7 @@ async def serve(config: Config) -> None:
     """Serve until SIGTERM/SIGINT; returns after a clean shutdown."""
     store = Store(config.state_dir)
     try:
-        async with _s3_client(config) as s3, HttpClient(http_settings(config.http)) as http:
+        async with _s3_client(config) as s3, HttpClient(client_settings(config)) as http:
             svc = build_services(config, store, s3=s3, http=http)
             app = create_app(svc)
             async with trio.open_nursery() as nursery:

@@ -6,6 +6,12 @@ for the daemon's lifetime. It follows redirects (httpx drops the
 reaches the CDN a file is redirected to), keeps no cookies, and asks for
 ``Accept-Encoding: identity``: the bytes saved are the bytes served.
 
+Connections go only where :class:`~streamer._storage.netguard.AddressGuard`
+allows (public addresses unless ``allow_private_networks``; the
+``trusted_origins``, the configured Hub, always), checked per connection by
+:mod:`streamer._storage.guardnet`; :meth:`HttpClient.check_url` refuses a
+blocked literal address before anything is sent.
+
 Failures (dropped connections, timeouts, 5xx but 501, 408, 429) are retried up
 to ``max_retries`` times in a row with exponential backoff and full jitter
 (:func:`trio.sleep`, so a ``MockClock`` drives it; ``Retry-After`` is honoured
@@ -35,7 +41,9 @@ import httpx
 from .._concurrency import cleanup
 from .._httpbody import StreamedBody
 from .._retry import Backoff
+from .guardnet import ImportTransport
 from .httperrors import SOURCE_CHANGED, HttpError, describe, from_response, transport_errors
+from .netguard import AddressGuard
 
 T = TypeVar("T")
 
@@ -47,7 +55,12 @@ _ERROR_BODY_BYTES = 16 * 1024
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
-    """Timeouts (seconds), retry policy and pool size of the shared client."""
+    """Timeouts (seconds), retry policy, pool size and address policy of the shared client.
+
+    ``allow_private_networks`` lets imports reach non-public addresses;
+    ``trusted_origins`` are base URLs whose host and port are reached whatever
+    their address (the configured Hub endpoint).
+    """
 
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -56,6 +69,8 @@ class HttpSettings:
     backoff_max: float = 30.0
     max_connections: int = 64
     user_agent: str = "streamer"
+    allow_private_networks: bool = False
+    trusted_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +123,7 @@ class _Body(StreamedBody):
 class HttpClient:
     """The node's HTTP client for imports; use as ``async with HttpClient(settings)``.
 
-    ``transport`` replaces the network, for tests.
+    ``transport`` replaces the network (and its connection checks), for tests.
     """
 
     def __init__(
@@ -120,15 +135,16 @@ class HttpClient:
         self.settings = settings = settings or HttpSettings()
         s = settings
         self._backoff = Backoff(s.backoff_base, s.backoff_max, s.max_retries)
+        self.guard = AddressGuard.of(
+            allow_private=s.allow_private_networks, trusted_urls=s.trusted_origins
+        )
+        limits = httpx.Limits(
+            max_connections=s.max_connections,
+            max_keepalive_connections=min(16, s.max_connections),
+        )
         self._http = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(
-                settings.read_timeout, connect=settings.connect_timeout, pool=None
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=min(16, settings.max_connections),
-            ),
+            transport=transport or ImportTransport(self.guard, limits=limits),
+            timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout, pool=None),
             follow_redirects=True,
             max_redirects=10,
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),  # none kept
@@ -146,6 +162,11 @@ class HttpClient:
         tb: TracebackType | None,
     ) -> None:
         await self._http.__aexit__(exc_type, exc, tb)
+
+    def check_url(self, url: str) -> None:
+        """Refuse ``url`` at once if its host is a blocked literal address or ``localhost``
+        (:class:`~streamer._storage.netguard.BlockedAddress`, a 400)."""
+        self.guard.check_url(url)
 
     # -- one request ---------------------------------------------------------
 

@@ -4,7 +4,10 @@ Codes: the server's own ``X-Error-Code`` header when it sends one (the Hugging
 Face Hub does: ``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``,
 ``GatedRepo``...), else ``HTTP<status>`` (``HTTP404``, ``HTTP503``). Transport
 failures are ``ConnectionError``, ``RequestTimeout`` and ``IncompleteBody``; a
-download whose resource changed between two requests is ``SourceChanged``.
+download whose resource changed between two requests is ``SourceChanged``. A
+connection the address guard refused stays a ``blocked_address``
+(:class:`~streamer._storage.netguard.BlockedAddress`, never retried), its
+message prefixed with the request.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from .._errors import SourceNotFound, StorageError
+from .netguard import BlockedAddress
 
 SOURCE_CHANGED = "SourceChanged"
 
@@ -134,3 +138,5 @@ def transport_errors(method: str, url: str) -> Iterator[None]:
         raise HttpError(f"{what}: too many redirects", code="TooManyRedirects") from exc
     except httpx.InvalidURL as exc:
         raise HttpError(f"{what}: invalid URL ({exc})", code="InvalidURL") from exc
+    except BlockedAddress as exc:
+        raise BlockedAddress(f"{what}: {exc.message}") from None

@@ -75,8 +75,11 @@ class UrlImport:
     location_id = "url"
 
     def __init__(self, client: HttpClient, urls: Sequence[str]) -> None:
+        """Raises a 400 for an invalid URL (``invalid_url``) or one whose host the
+        client's guard refuses outright (``blocked_address``)."""
         for url in urls:
             _check_url(url)
+            client.check_url(url)
         self._client = client
         self._urls = dict(zip(url_names(urls), urls, strict=True))
         self._entries: list[Entry] | None = None

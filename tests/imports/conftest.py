@@ -12,8 +12,14 @@ from streamer._storage.http import HttpClient, HttpSettings
 from tests.support.hubstub import FileServer, HubFile, HubStub
 
 TOKEN = "hf_test_token_0123456789"
+# The stubs listen on 127.0.0.1, which the default address policy refuses.
 FAST = HttpSettings(
-    connect_timeout=5.0, read_timeout=10.0, max_retries=3, backoff_base=0.001, backoff_max=0.01
+    connect_timeout=5.0,
+    read_timeout=10.0,
+    max_retries=3,
+    backoff_base=0.001,
+    backoff_max=0.01,
+    allow_private_networks=True,
 )
 
 

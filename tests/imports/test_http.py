@@ -89,7 +89,7 @@ async def test_gives_up_after_max_retries(files: FileServer, proxy: FaultProxy) 
 async def test_429_honours_retry_after_within_the_cap(files: FileServer, proxy: FaultProxy) -> None:
     files.files["/a.bin"] = b"x"
     proxy.fail_next(1, status=429, body=b"slow down", content_type="text/plain")
-    settings = HttpSettings(backoff_base=0.001, backoff_max=0.01)
+    settings = HttpSettings(backoff_base=0.001, backoff_max=0.01, allow_private_networks=True)
     async with HttpClient(settings) as client:
         assert await download(client, f"http://127.0.0.1:{proxy.port}/a.bin") == b"x"
     assert client.retries == 1

@@ -9,7 +9,7 @@ import yaml
 
 from streamer._config import Config, from_mapping
 from streamer._errors import ConfigError
-from streamer._storage.imports import http_settings, hub_settings
+from streamer._storage.imports import client_settings, http_settings, hub_settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -34,6 +34,10 @@ def test_settings_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
     http = http_settings(config.http)
     assert (http.connect_timeout, http.read_timeout, http.max_retries) == (1, 2.5, 0)
     assert http.user_agent.startswith("streamer/")
+    assert http.allow_private_networks is False and http.trusted_origins == ()
+    assert client_settings(config).trusted_origins == ("http://127.0.0.1:9/hub/",)
+    opened = from_mapping({"http": {"allow_private_networks": True}})
+    assert http_settings(opened.http).allow_private_networks is True
 
     monkeypatch.setenv("HF_TOKEN", "hf_from_env")
     assert hub_settings(from_mapping({}).huggingface).token == "hf_from_env"
@@ -49,6 +53,7 @@ def test_settings_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"huggingface": {"tokn": "x"}}, "huggingface.tokn"),
         ({"http": {"max_retries": 21}}, "http.max_retries"),
         ({"http": {"read_timeout": 0}}, "http.read_timeout"),
+        ({"http": {"allow_private_networks": "yes"}}, "http.allow_private_networks"),
     ],
 )
 def test_bad_values_name_their_key(raw: dict[str, object], key: str) -> None:

@@ -38,7 +38,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     proxy = start_in_thread(files.port)
     node = Node(
         tmp_path_factory.mktemp("imports") / "home",
-        config={"huggingface": {"endpoint": hub.url, "token": TOKEN}, "http": {"max_retries": 3}},
+        config={
+            "huggingface": {"endpoint": hub.url, "token": TOKEN},
+            # the URL stubs listen on 127.0.0.1, which the default policy refuses
+            "http": {"max_retries": 3, "allow_private_networks": True},
+        },
     )
     try:
         node.start()

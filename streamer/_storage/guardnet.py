@@ -1,0 +1,179 @@
+"""The import client's connections, checked by :class:`~streamer._storage.netguard.AddressGuard`.
+
+:class:`GuardedBackend` is an httpcore network backend: for each new connection
+it resolves the host once, keeps the addresses the guard allows and connects to
+those very addresses (trying them in order), so a name cannot pass the check
+with one address and then connect to another (DNS rebinding). TLS is still
+negotiated and verified for the host name. Every redirect hop that needs a new
+connection goes through it; a pooled connection was checked when it was made.
+
+:class:`ImportTransport` sends requests through a pool on that backend, or,
+for URLs the environment routes through a proxy (``HTTP_PROXY``,
+``HTTPS_PROXY``, ``ALL_PROXY``, minus ``NO_PROXY``, as httpx reads them), through
+that proxy. The proxy resolves names itself, so for proxied requests only
+literal addresses and ``localhost`` can be refused (every hop is).
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+
+import httpcore
+import httpx
+import trio
+
+from .netguard import AddressGuard
+
+Resolve = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The distinct addresses ``host`` resolves to for TCP, in the resolver's order."""
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Connects like httpcore's trio backend, to addresses ``guard`` allows only.
+
+    ``resolver`` replaces the system resolver, for tests; ``inner`` makes the
+    connections (default :class:`httpcore.TrioBackend`). Raises
+    :class:`~streamer._storage.netguard.BlockedAddress` when no address may be
+    used, :class:`httpcore.ConnectError` / :class:`httpcore.ConnectTimeout` when
+    resolving or connecting fails (within one ``timeout`` for both).
+    """
+
+    def __init__(
+        self,
+        guard: AddressGuard,
+        *,
+        resolver: Resolve = resolve,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
+        self._guard = guard
+        self._resolve = resolver
+        self._inner = inner or httpcore.TrioBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        if not self._guard.active_for(host, port):
+            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        deadline = trio.current_time() + (float("inf") if timeout is None else timeout)
+        try:
+            with trio.fail_at(deadline):
+                addresses = await self._resolve(host, port)
+        except trio.TooSlowError:
+            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        failure: httpcore.ConnectError | None = None
+        for address in self._guard.allowed(host, port, addresses):
+            left = max(deadline - trio.current_time(), 0.0)
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, left, local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:
+                failure = exc  # the next address may answer
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("imports do not use unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+
+def _direct(guard: AddressGuard, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """httpx's transport over a pool on :class:`GuardedBackend`.
+
+    httpx 0.28 has no parameter for the network backend (encode/httpx#3749 adds
+    one), so the transport's pool is replaced by an equivalent one that has it.
+    """
+    transport = httpx.AsyncHTTPTransport(limits=limits)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=GuardedBackend(guard),
+    )
+    return transport
+
+
+class ImportTransport(httpx.AsyncBaseTransport):
+    """Direct requests over guarded connections, proxied ones through the environment's
+    proxies with their literal hosts checked (see the module docstring).
+
+    ``proxies`` replaces the environment's (``urllib.request.getproxies_environment()``
+    shape: ``{"http": url, "https": url, "all": url, "no": "host,..."}``). A host
+    listed in ``no`` (or below one, or any for ``*``) is connected to directly.
+    """
+
+    def __init__(
+        self,
+        guard: AddressGuard,
+        *,
+        limits: httpx.Limits,
+        proxies: Mapping[str, str] | None = None,
+    ) -> None:
+        self._guard = guard
+        if proxies is None:
+            proxies = urllib.request.getproxies_environment()
+        self._no_proxy = [
+            entry.strip().lower().lstrip(".") for entry in proxies.get("no", "").split(",")
+        ]
+        self._direct = _direct(guard, limits)
+        self._via: dict[str, httpx.AsyncHTTPTransport] = {}
+        for scheme in ("http", "https"):
+            url = proxies.get(scheme) or proxies.get("all")
+            if url:
+                self._via[scheme] = httpx.AsyncHTTPTransport(proxy=url, limits=limits)
+
+    def _route(self, url: httpx.URL) -> httpx.AsyncHTTPTransport | None:
+        """The proxy transport for ``url``, or ``None`` to connect directly."""
+        proxy = self._via.get(url.scheme)
+        host = url.host.lower()
+        for entry in self._no_proxy:
+            if entry and (entry == "*" or host == entry or host.endswith(f".{entry}")):
+                return None
+        return proxy
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        proxy = self._route(request.url)
+        if proxy is None:
+            return await self._direct.handle_async_request(request)
+        self._guard.check_url(str(request.url))
+        return await proxy.handle_async_request(request)
+
+    async def __aenter__(self) -> ImportTransport:
+        for transport in (self._direct, *self._via.values()):
+            await transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for transport in (self._direct, *self._via.values()):
+            await transport.aclose()
