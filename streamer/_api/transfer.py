@@ -90,7 +90,7 @@ async def create() -> Response:
     spec = await read_body(TransferSpec)
     svc = services()
     planned = await plan(spec, svc.locations)
-    job = Job(id=new_job_id(), kind=kind_of(spec), spec=spec.to_json(), files=planned.files)
+    job = Job(id=new_job_id(), kind=kind_of(spec), spec=planned.spec.to_json(), files=planned.files)
     svc.engine.submit(job)
     return json_response(
         TransferCreated(

@@ -2,7 +2,9 @@
 
 A :class:`TransferSpec` is seed 000's request body. :func:`plan` walks its items
 into :class:`FileTask` s (files and whole directories, ``path`` relative to the
-source path); :func:`check_conflicts` answers the seed's check-conflicts call.
+source path) and gives the spec to record for the job (a Hub source with the
+commit it was listed at); :func:`check_conflicts` answers the seed's
+check-conflicts call.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import msgspec
 
 from .. import _paths
 from .._errors import BadRequest, SourceNotFound
-from .._storage import Conflict, Entry, Storage
+from .._storage import Conflict, Entry, Storage, VersionedSource
 from .._storage.registry import Locations
 from .jobs import FileTask
 
@@ -47,12 +49,19 @@ class S3Endpoint(LocationEndpoint, tag="s3", frozen=True):
 
 
 class HuggingFaceSource(_Side, tag="huggingface", frozen=True):
-    """A Hugging Face Hub repository: every file of ``revision``, or only ``files``."""
+    """A Hugging Face Hub repository: every file of ``revision``, or only ``files``.
+
+    ``commit`` is the commit ``revision`` pointed at when the job was planned: the
+    node records it in the job (so ``job.source`` shows it) and every file, after
+    a restart too, comes from that commit. A request that sets it imports that
+    commit (``revision`` then only names it).
+    """
 
     repo: Annotated[str, msgspec.Meta(pattern=r"^[\w.-]+(/[\w.-]+)?$", max_length=200)]
     revision: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "main"
     files: list[Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]] | None = None
     repo_type: Literal["model", "dataset", "space"] = "model"
+    commit: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{40}$")] | None = None
 
 
 class UrlSource(_Side, tag="url", frozen=True):
@@ -98,11 +107,14 @@ class TransferSpec(msgspec.Struct, forbid_unknown_fields=True, rename="camel", f
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The storages of a transfer and the files it will copy."""
+    """The storages of a transfer, the files it will copy, and the spec to record
+    for its job: the request's, with the version an import listed filled in
+    (the Hub commit), so that the job's runs read that version."""
 
     source: Storage
     destination: Storage
     files: list[FileTask]
+    spec: TransferSpec
 
     @property
     def total_bytes(self) -> int:
@@ -160,7 +172,16 @@ async def plan(spec: TransferSpec, locations: Locations) -> Plan:
     else:  # imports list their own files, already as clean relative paths
         for entry in await source.walk(""):
             add(entry, _paths.join(destination_base, _paths.clean_relative(entry.path)))
-    return Plan(source, destination, list(by_destination.values()))
+        spec = _pinned(spec, source)
+    return Plan(source, destination, list(by_destination.values()), spec)
+
+
+def _pinned(spec: TransferSpec, source: Storage) -> TransferSpec:
+    """``spec`` with the commit a Hub source was listed at recorded in its source."""
+    if isinstance(spec.source, HuggingFaceSource) and isinstance(source, VersionedSource):
+        pinned = msgspec.structs.replace(spec.source, commit=source.version)
+        return msgspec.structs.replace(spec, source=pinned)
+    return spec
 
 
 async def _expand(source: Storage, base: str, relative: str, item: Item) -> list[tuple[Entry, str]]:

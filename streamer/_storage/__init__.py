@@ -10,6 +10,7 @@ from .base import (
     RangedSource,
     ServerSideCopy,
     Storage,
+    VersionedSource,
     Writer,
 )
 from .local import LocalStorage
@@ -25,5 +26,6 @@ __all__ = [
     "RangedSource",
     "ServerSideCopy",
     "Storage",
+    "VersionedSource",
     "Writer",
 ]

@@ -111,6 +111,18 @@ class Storage(Protocol):
 
 
 @runtime_checkable
+class VersionedSource(Protocol):
+    """A source whose content is read at one version of something that moves (a Hub
+    revision's commit): once listed, it names that version, so the job can record
+    it and a resumed job (a restarted daemon included) reads the same version."""
+
+    @property
+    def version(self) -> str | None:
+        """The version the listing came from (``None`` before listing)."""
+        ...
+
+
+@runtime_checkable
 class ServerSideCopy(Protocol):
     """A storage that can copy from another storage without moving the bytes itself."""
 

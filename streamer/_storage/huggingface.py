@@ -5,7 +5,9 @@ gives the commit the revision points at (``sha``) and every file (``siblings``:
 ``rfilename``, ``size`` and, for LFS files, ``lfs.sha256``). Files are then
 downloaded from ``{endpoint}/[datasets/|spaces/]{repo}/resolve/{commit}/{path}``
 by commit, not by revision, so a branch that moves during a transfer cannot mix
-two versions. The Hub redirects LFS files to a CDN; the token (sent as
+two versions: the plan records the commit in the job's source
+(:class:`~streamer._storage.VersionedSource`), and the runs of the job, after a
+restart too, are given it back. The Hub redirects LFS files to a CDN; the token (sent as
 ``Authorization: Bearer``, to the endpoint only) does not follow the redirect
 there, since httpx drops it when a redirect leaves the origin.
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -41,7 +42,6 @@ from .http import HttpClient
 from .httperrors import HttpError, HttpNotFound
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-MAX_PINS = 1024
 _API_PATH = {"model": "models", "dataset": "datasets", "space": "spaces"}
 _FILE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -73,18 +73,12 @@ class _RepoInfo(msgspec.Struct):
 
 
 class HubImporter:
-    """Makes a :class:`HuggingFaceRepo` per request source (the ``huggingface`` importer).
-
-    Remembers, for the daemon's lifetime, the commit each ``(type, repo,
-    revision)`` resolved to when it was last listed, so a job's run downloads
-    the commit its plan listed (after a restart the revision is resolved again;
-    the LFS hashes and the sizes of the plan still guard the content).
-    """
+    """Makes a :class:`HuggingFaceRepo` per source (the ``huggingface`` importer): a
+    request's, or a job's as planned, whose ``commit`` the repo then reads."""
 
     def __init__(self, client: HttpClient, settings: HubSettings) -> None:
         self._client = client
         self.settings = settings
-        self._pins: OrderedDict[tuple[str, str, str], str] = OrderedDict()
 
     def __call__(self, source: Any) -> HuggingFaceRepo:
         return HuggingFaceRepo(
@@ -94,21 +88,17 @@ class HubImporter:
             revision=source.revision,
             repo_type=source.repo_type,
             files=source.files,
-            pins=self,
+            commit=source.commit,
         )
-
-    def pinned(self, key: tuple[str, str, str]) -> str | None:
-        return self._pins.get(key)
-
-    def pin(self, key: tuple[str, str, str], commit: str) -> None:
-        self._pins[key] = commit
-        self._pins.move_to_end(key)
-        while len(self._pins) > MAX_PINS:
-            self._pins.popitem(last=False)
 
 
 class HuggingFaceRepo:
-    """One repository at one revision (optionally only some ``files``), read-only."""
+    """One repository at one revision (optionally only some ``files``), read-only.
+
+    ``commit``, when given, is the commit to list and read (a job's, as planned);
+    else the revision is resolved when listed (or first read). :attr:`version`
+    is the commit once known.
+    """
 
     kind = "huggingface"
 
@@ -121,7 +111,7 @@ class HuggingFaceRepo:
         revision: str = "main",
         repo_type: str = "model",
         files: list[str] | None = None,
-        pins: HubImporter | None = None,
+        commit: str | None = None,
     ) -> None:
         if repo_type not in _API_PATH:
             raise BadRequest(f"unknown Hugging Face repo type {repo_type!r}")
@@ -133,10 +123,10 @@ class HuggingFaceRepo:
         self._has_token = bool(settings.token)
         self.repo, self.revision, self.repo_type = repo, revision, repo_type
         self._files = None if files is None else [self._wanted(f) for f in files]
-        self._pins = pins
-        self._key = (repo_type, repo, revision)
         self.location_id = f"{repo_type}:{repo}@{revision}"
-        self._commit: str | None = revision if _COMMIT.fullmatch(revision) else None
+        if commit is None and _COMMIT.fullmatch(revision):
+            commit = revision
+        self._commit: str | None = commit
         self._commit_lock = trio.Lock()
         self._entries: list[Entry] | None = None
 
@@ -147,10 +137,16 @@ class HuggingFaceRepo:
     # -- URLs ----------------------------------------------------------------
 
     def api_url(self) -> str:
+        """The listing of the commit when known, else of the revision."""
         return (
             f"{self._endpoint}/api/{_API_PATH[self.repo_type]}/{quote(self.repo, safe='/')}"
-            f"/revision/{quote(self.revision, safe='')}"
+            f"/revision/{quote(self._commit or self.revision, safe='')}"
         )
+
+    @property
+    def version(self) -> str | None:
+        """The commit read from: given, listed or resolved; ``None`` until then."""
+        return self._commit
 
     def file_url(self, commit: str, path: str) -> str:
         return (
@@ -202,8 +198,6 @@ class HuggingFaceRepo:
             commit, siblings = await self._info(blobs=True)
             entries = sorted((self._entry(s) for s in siblings), key=lambda e: e.path)
             self._commit = commit
-            if self._pins is not None:
-                self._pins.pin(self._key, commit)
             self._entries = entries
         return self._entries
 
@@ -283,10 +277,8 @@ class HuggingFaceRepo:
     # -- reading -------------------------------------------------------------
 
     async def commit(self) -> str:
-        """The commit to download from: the one listed, else pinned by a plan, else resolved."""
+        """The commit to download from: the one given or listed, else the revision's now."""
         async with self._commit_lock:
-            if self._commit is None and self._pins is not None:
-                self._commit = self._pins.pinned(self._key)
             if self._commit is None:
                 self._commit = (await self._info(blobs=False))[0]
             return self._commit

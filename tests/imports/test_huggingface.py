@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from contextlib import aclosing
+from pathlib import Path
 
+import msgspec
 import pytest
 
-from streamer._engine.transfer import HuggingFaceSource
+from streamer._engine.transfer import HuggingFaceSource, TransferSpec, plan
 from streamer._errors import BadRequest, InvalidPath, SourceNotFound, StorageError
 from streamer._storage.base import Entry
 from streamer._storage.http import HttpClient
 from streamer._storage.httperrors import HttpDenied, HttpNotFound
 from streamer._storage.huggingface import HubImporter, HubSettings, HuggingFaceRepo
+from streamer._storage.local import LocalStorage
+from streamer._storage.registry import Locations
 from tests.support.hubstub import HubFile, HubStub
 
 from .conftest import DATASET_MAIN, MODEL_MAIN, TOKEN, WEIGHTS, populate, sha256
@@ -138,15 +142,33 @@ async def test_bad_requests(hub: HubStub, client: HttpClient) -> None:
         make(source("../x"))
 
 
-async def test_a_run_downloads_the_commit_its_plan_listed(hub: HubStub, client: HttpClient) -> None:
+async def test_a_run_downloads_the_commit_its_plan_recorded(
+    tmp_path: Path, hub: HubStub, client: HttpClient
+) -> None:
+    """The plan records the listed commit in the job's source; a repo made from that
+    source (as the runner makes it, in this daemon or after a restart: a fresh
+    importer) lists and reads that commit although the branch moved."""
     commits = populate(hub)
-    make = importer(hub, client)
-    planned = make(source("org/model", files=["config.json"]))
-    await planned.walk("")
-    # The branch moves between the plan and the run.
-    hub.repos[("model", "org/model")].revisions["main"] = commits["v1"]
-    runner_side = make(source("org/model", files=["config.json"]))  # as the CopyRunner makes it
-    assert await runner_side.commit() == commits["main"]
-    assert await read(runner_side, "config.json") == MODEL_MAIN["config.json"].content
-    # A fresh importer (after a restart) resolves the branch again.
+    where = Locations(
+        [LocalStorage("local-0", tmp_path)], importers={"huggingface": importer(hub, client)}
+    )
+    body = {
+        "source": {"type": "huggingface", "repo": "org/model", "files": ["config.json"]},
+        "destination": {"type": "local", "locationId": "local-0", "path": "m"},
+    }
+    planned = await plan(msgspec.convert(body, TransferSpec), where)
+    recorded = planned.spec.to_json()["source"]
+    assert recorded["commit"] == commits["main"] and recorded["revision"] == "main"
+    hub.repos[("model", "org/model")].revisions["main"] = commits["v1"]  # the branch moves
+    restarted = importer(hub, client)(msgspec.convert(recorded, HuggingFaceSource))
+    assert await restarted.commit() == commits["main"]
+    assert await read(restarted, "config.json") == MODEL_MAIN["config.json"].content
+    assert [e.path for e in await restarted.walk("")] == ["config.json"]  # listed at the commit
+    assert f"/revision/{commits['main']}" in hub.requests("GET")[-1].target
+    # Without a recorded commit the branch is resolved anew.
     assert await importer(hub, client)(source("org/model")).commit() == commits["v1"]
+
+
+def test_a_request_cannot_record_a_malformed_commit() -> None:
+    with pytest.raises(msgspec.ValidationError, match="commit"):
+        msgspec.convert({"repo": "org/model", "commit": "main"}, HuggingFaceSource)

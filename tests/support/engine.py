@@ -23,7 +23,7 @@ async def run_job(tmp_path: Path, where: Locations, body: dict[str, Any]) -> tup
     """
     spec = msgspec.convert(body, TransferSpec)
     planned = await plan(spec, where)
-    job = Job(id=new_job_id(), kind=kind_of(spec), spec=spec.to_json(), files=planned.files)
+    job = Job(id=new_job_id(), kind=kind_of(spec), spec=planned.spec.to_json(), files=planned.files)
     store = Store(str(tmp_path / "state"))
     engine = Engine(store, {job.kind: CopyRunner(where)})
     async with trio.open_nursery() as nursery:

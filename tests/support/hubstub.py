@@ -6,14 +6,16 @@ every request is logged (method, target, lower-cased headers).
 
 :class:`FileServer` serves in-memory files with HEAD, ``Range`` (``bytes=N-``
 and ``bytes=N-M``), ``If-Range``, a strong ETag and Last-Modified; switches make
-it ignore ``Range``, refuse HEAD, or send a file chunked without a length.
+it ignore ``Range``, refuse HEAD, send a file chunked without a length, or
+stall a GET part way (``stall_after``) until ``release`` is set.
 
 :class:`HubStub` answers the Hub's listing
 (``/api/{models,datasets,spaces}/{repo}/revision/{rev}``) and resolve
 (``/[datasets/|spaces/]{repo}/resolve/{commit}/{path}``) calls, with the Hub's
 ``X-Error-Code`` s (``RepoNotFound`` as 401 without a token, ``RevisionNotFound``,
 ``EntryNotFound``). LFS files are answered with a 302 to a second
-:class:`FileServer` (the "CDN", another port, so another origin).
+:class:`FileServer` (the "CDN", another port, so another origin). :meth:`HubStub.move`
+points a branch at a new commit.
 """
 
 from __future__ import annotations
@@ -181,9 +183,15 @@ class FileServer(_Base):
         self.no_head = False
         self.chunked: set[str] = set()
         self.redirects: dict[str, str] = {}
+        self.stall_after: dict[str, int] = {}  # path → bytes sent before stalling a GET
+        self.release = threading.Event()
 
     def handle(self, request: _Handler) -> None:
         path = unquote(urlsplit(request.path).path)
+        stall = self.stall_after.get(path)
+        if stall is not None and request.command == "GET" and path in self.files:
+            self._stalled(request, self.files[path], stall)
+            return
         if path in self.redirects:
             request.reply(302, b"", {"Location": self.redirects[path]})
             return
@@ -195,6 +203,17 @@ class FileServer(_Base):
             request.reply(404, b"Not Found", {"Content-Type": "text/plain"})
             return
         serve_bytes(request, content, ignore_range=self.ignore_range, chunked=path in self.chunked)
+
+    def _stalled(self, request: _Handler, content: bytes, after: int) -> None:
+        """The whole of ``content``, stopping after ``after`` bytes until ``release``."""
+        request.send_response(200)
+        request.send_header("Content-Length", str(len(content)))
+        request.send_header("ETag", etag_of(content))
+        request.end_headers()
+        request.wfile.write(content[:after])
+        request.wfile.flush()
+        self.release.wait(timeout=60)
+        request.wfile.write(content[after:])
 
 
 @dataclass
@@ -263,6 +282,19 @@ class HubStub(_Base):
                     self.cdn.files[f"/lfs/{digest}"] = file.content
         self.repos[(repo_type, repo)] = entry
         return dict(entry.revisions)
+
+    def move(
+        self, repo: str, revision: str, files: dict[str, HubFile], *, repo_type: str = "model"
+    ) -> str:
+        """Point ``revision`` of ``repo`` at a new commit of ``files``; returns its sha."""
+        entry = self.repos[(repo_type, repo)]
+        commit = hashlib.sha1(f"{repo_type}/{repo}@{revision}#{len(entry.commits)}".encode())
+        entry.commits[commit.hexdigest()] = files
+        entry.revisions[revision] = commit.hexdigest()
+        for file in files.values():
+            if file.lfs:
+                self.cdn.files[f"/lfs/{hashlib.sha256(file.content).hexdigest()}"] = file.content
+        return commit.hexdigest()
 
     def _repo(self, request: _Handler, repo_type: str, name: str) -> HubRepo | None:
         repo = self.repos.get((repo_type, name))
