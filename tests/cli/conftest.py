@@ -28,7 +28,9 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    server = Node(tmp_path_factory.mktemp("cli") / "home").start()
+    # URL imports of the trickling server on 127.0.0.1, which the default policy refuses
+    config = {"http": {"allow_private_networks": True}}
+    server = Node(tmp_path_factory.mktemp("cli") / "home", config).start()
     yield server
     if server.proc is not None and server.proc.poll() is None:
         server.kill()
