@@ -2,7 +2,8 @@
 
 :class:`GuardedBackend` is an httpcore network backend: for each new connection
 it resolves the host once, keeps the addresses the guard allows and connects to
-those very addresses (trying them in order), so a name cannot pass the check
+those very addresses (Happy Eyeballs over them, as trio's own
+``open_tcp_stream`` does over a name's), so a name cannot pass the check
 with one address and then connect to another (DNS rebinding). TLS is still
 negotiated and verified for the host name. Every redirect hop that needs a new
 connection goes through it; a pooled connection was checked when it was made.
@@ -25,9 +26,11 @@ import httpcore
 import httpx
 import trio
 
+from .._concurrency import cleanup, open_nursery
 from .netguard import AddressGuard
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
+ATTEMPT_DELAY = 0.25  # seconds before the next address is tried alongside (RFC 8305)
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -75,17 +78,13 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        failure: httpcore.ConnectError | None = None
-        for address in self._guard.allowed(host, port, addresses):
+        allowed = _interleaved(self._guard.allowed(host, port, addresses))
+
+        async def connect(address: str) -> httpcore.AsyncNetworkStream:
             left = max(deadline - trio.current_time(), 0.0)
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, left, local_address, socket_options
-                )
-            except httpcore.ConnectError as exc:
-                failure = exc  # the next address may answer
-        assert failure is not None
-        raise failure
+            return await self._inner.connect_tcp(address, port, left, local_address, socket_options)
+
+        return await _first_connected(allowed, connect)
 
     async def connect_unix_socket(
         self,
@@ -97,6 +96,51 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await trio.sleep(seconds)
+
+
+def _interleaved(addresses: list[str]) -> list[str]:
+    """``addresses`` with the first of the other family moved second (RFC 8305 §4), so
+    a broken IPv6 (or IPv4) route delays a connection by one attempt at most."""
+    first_v6 = ":" in addresses[0]
+    other = next((i for i, a in enumerate(addresses) if (":" in a) != first_v6), None)
+    if other is None or other == 1:
+        return addresses
+    return [addresses[0], addresses[other], *addresses[1:other], *addresses[other + 1 :]]
+
+
+async def _first_connected(
+    addresses: list[str], connect: Callable[[str], Awaitable[httpcore.AsyncNetworkStream]]
+) -> httpcore.AsyncNetworkStream:
+    """Happy Eyeballs (RFC 8305) over ``addresses``: a new attempt every
+    :data:`ATTEMPT_DELAY` seconds, or as soon as the previous one failed; the first
+    connection wins and the other attempts are cancelled (or closed). When all fail,
+    raises a timeout if one timed out, else the last error."""
+    winner: list[httpcore.AsyncNetworkStream] = []
+    errors: list[httpcore.ConnectError | httpcore.ConnectTimeout] = []
+
+    async def attempt(address: str, failed: trio.Event) -> None:
+        try:
+            stream = await connect(address)
+        except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+            errors.append(exc)
+            failed.set()
+            return
+        if winner:
+            await cleanup(stream.aclose)  # a tie: the first one is kept
+            return
+        winner.append(stream)
+        nursery.cancel_scope.cancel()
+
+    async with open_nursery() as nursery:
+        for address in addresses:
+            failed = trio.Event()
+            nursery.start_soon(attempt, address, failed)
+            with trio.move_on_after(ATTEMPT_DELAY):
+                await failed.wait()
+    if winner:
+        return winner[0]
+    timeouts = [e for e in errors if isinstance(e, httpcore.ConnectTimeout)]
+    raise (timeouts or errors)[-1]
 
 
 def _direct(guard: AddressGuard, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:

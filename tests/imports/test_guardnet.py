@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from streamer._storage.guardnet import GuardedBackend, ImportTransport
+from streamer._storage.guardnet import ATTEMPT_DELAY, GuardedBackend, ImportTransport
 from streamer._storage.http import HttpClient, HttpSettings
 from streamer._storage.netguard import AddressGuard, BlockedAddress
 from tests.support.hubstub import FileServer
@@ -22,9 +22,11 @@ GUARDED = HttpSettings(max_retries=0, connect_timeout=5.0, read_timeout=5.0)
 class Recorder(httpcore.AsyncNetworkBackend):
     """An inner backend that records where it is asked to connect; ``refuse`` fail."""
 
-    def __init__(self, refuse: Iterable[str] = ()) -> None:
+    def __init__(self, refuse: Iterable[str] = (), hang: Iterable[str] = ()) -> None:
         self.connects: list[tuple[str, int]] = []
         self.refuse = set(refuse)
+        self.hang = set(hang)  # blackholed: never answer (until the timeout)
+        self.cancelled: list[str] = []
 
     async def connect_tcp(
         self,
@@ -37,6 +39,15 @@ class Recorder(httpcore.AsyncNetworkBackend):
         self.connects.append((host, port))
         if host in self.refuse:
             raise httpcore.ConnectError(f"{host} refused")
+        if host in self.hang:
+            try:
+                with trio.fail_after(timeout or float("inf")):
+                    await trio.sleep_forever()
+            except trio.TooSlowError:
+                raise httpcore.ConnectTimeout(f"{host} timed out") from None
+            except trio.Cancelled:
+                self.cancelled.append(host)
+                raise
         return httpcore.AsyncMockStream([])
 
 
@@ -79,12 +90,37 @@ async def test_connects_to_the_checked_address_not_the_name() -> None:
     assert recorder.connects == [("93.184.216.34", 443)]
 
 
-async def test_tries_the_allowed_addresses_in_order() -> None:
+async def test_tries_the_allowed_addresses_in_order_when_they_refuse() -> None:
     guarded, _, recorder = backend(
         {"two.test": ["2606:4700::1", "169.254.169.254", "1.1.1.1"]}, refuse=["2606:4700::1"]
     )
     await guarded.connect_tcp("two.test", 80)
     assert recorder.connects == [("2606:4700::1", 80), ("1.1.1.1", 80)]
+
+
+async def test_a_blackholed_address_delays_the_next_by_the_attempt_delay_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    guarded, _, recorder = backend(
+        {"v6broken.test": ["2001:4860::1", "2001:4860::2", "8.8.8.8"]}, hang=["2001:4860::1"]
+    )
+    start = trio.current_time()
+    await guarded.connect_tcp("v6broken.test", 443, timeout=10)
+    assert trio.current_time() - start == pytest.approx(ATTEMPT_DELAY)
+    # the other family goes second (RFC 8305), the blackholed attempt is cancelled
+    assert recorder.connects == [("2001:4860::1", 443), ("8.8.8.8", 443)]
+    assert recorder.cancelled == ["2001:4860::1"]
+
+
+async def test_a_timeout_wins_over_refusals_when_nothing_connects(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    guarded, _, recorder = backend(
+        {"dead.test": ["1.1.1.1", "8.8.8.8"]}, hang=["1.1.1.1"], refuse=["8.8.8.8"]
+    )
+    with pytest.raises(httpcore.ConnectTimeout):
+        await guarded.connect_tcp("dead.test", 80, timeout=3)
+    assert [host for host, _ in recorder.connects] == ["1.1.1.1", "8.8.8.8"]
 
 
 async def test_when_every_allowed_address_fails_the_last_error_is_raised() -> None:
