@@ -82,6 +82,18 @@ def test_thread_mode_fails_forwards_and_drops(echo_port: int) -> None:
         proxy = running.proxy
         assert (proxy.requests, proxy.failed, proxy.forwarded, proxy.dropped) == (3, 1, 2, 1)
         assert [r.target for r in proxy.log] == ["/thing"] * 3
+
+        release = threading.Event()
+        proxy.stall_after(300, release=release)
+        with (
+            urllib.request.urlopen(url, timeout=0.5) as response,
+            pytest.raises(TimeoutError),  # held after 300 bytes (headers included)
+        ):
+            response.read()
+        assert proxy.stalled == 1
+        release.set()
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.read() == b"x" * 1000  # released: the next one flows
     finally:
         running.stop()
 

@@ -10,7 +10,10 @@ through, never buffered whole), so it can count requests and, per request:
   connection (``Connection: close``);
 * **drop** it: forward it, then close both sockets after ``K`` bytes of the
   response (status line and headers included) have reached the client
-  (:meth:`FaultProxy.drop_after`).
+  (:meth:`FaultProxy.drop_after`);
+* **stall** it: forward it, pass ``K`` bytes of the response, then hold the
+  rest until a :class:`threading.Event` is set (:meth:`FaultProxy.stall_after`),
+  to catch a transfer mid-file.
 
 Faults are armed for the next ``n`` matching requests; ``when`` narrows which
 requests match (e.g. ``lambda r: r.method == "GET"``). Responses are never
@@ -86,6 +89,7 @@ class _Fault:
     body: bytes = b""
     content_type: str = ""
     after: int = 0
+    hold: threading.Event | None = None  # set: a stall (released by it), else a drop
 
     def matches(self, head: RequestHead) -> bool:
         return self.remaining > 0 and (self.when is None or self.when(head))
@@ -97,7 +101,8 @@ class FaultProxy:
 
     Counters: ``connections`` accepted, ``requests`` seen (all of them),
     ``forwarded`` to the target, ``failed`` answered by an injected failure,
-    ``dropped`` connections cut by :meth:`drop_after`; ``log`` keeps every
+    ``dropped`` connections cut by :meth:`drop_after`, ``stalled`` responses held by
+    :meth:`stall_after`; ``log`` keeps every
     :class:`RequestHead` in order.
     """
 
@@ -109,6 +114,7 @@ class FaultProxy:
     forwarded: int = 0
     failed: int = 0
     dropped: int = 0
+    stalled: int = 0
     log: list[RequestHead] = field(default_factory=list)
     _failures: list[_Fault] = field(default_factory=list)
     _drops: list[_Fault] = field(default_factory=list)
@@ -136,6 +142,14 @@ class FaultProxy:
         matching requests (which are forwarded normally)."""
         with self._lock:
             self._drops.append(_Fault(times, when, after=nbytes))
+
+    def stall_after(
+        self, nbytes: int, *, release: threading.Event, times: int = 1, when: Match | None = None
+    ) -> None:
+        """Hold the response after ``nbytes`` bytes until ``release`` is set, for the
+        next ``times`` matching requests (the rest then flows on normally)."""
+        with self._lock:
+            self._drops.append(_Fault(times, when, after=nbytes, hold=release))
 
     def clear_faults(self) -> None:
         """Disarm every fault not yet used up."""
@@ -189,7 +203,8 @@ class _Connection:
         self._upstream = upstream
         self._scope = scope
         self._buffer = bytearray()
-        self._budget: int | None = None  # response bytes left before a drop
+        self._budget: int | None = None  # response bytes left before a drop or stall
+        self._hold: threading.Event | None = None  # a stall's release, if it is one
 
     async def _fill(self) -> bool:
         data = await self._client.receive_some(_READ)
@@ -223,6 +238,7 @@ class _Connection:
                 return
             drop = proxy._take(proxy._drops, head)
             self._budget = drop.after if drop is not None else None
+            self._hold = drop.hold if drop is not None else None
             proxy.forwarded += 1
             await self._upstream.send_all(raw_head)
             await self._body(head, self._upstream.send_all)
@@ -261,16 +277,23 @@ class _Connection:
             await send(piece)
 
     async def responses(self) -> None:
-        """Copy upstream bytes to the client; cut the connection when a drop's budget is spent."""
+        """Copy upstream bytes to the client; when a fault's budget is spent, cut the
+        connection (a drop) or wait for its release and go on (a stall)."""
         while data := await self._upstream.receive_some(_READ):
-            if self._budget is not None:
-                data = data[: self._budget]
+            if self._budget is not None and len(data) >= self._budget:
+                now, data = data[: self._budget], data[self._budget :]
+                await self._client.send_all(now)
+                if self._hold is None:
+                    self._proxy.dropped += 1
+                    self._scope.cancel()
+                    return
+                hold, self._budget, self._hold = self._hold, None, None
+                self._proxy.stalled += 1
+                await trio.to_thread.run_sync(hold.wait, abandon_on_cancel=True)
+            elif self._budget is not None:
                 self._budget -= len(data)
-            await self._client.send_all(data)
-            if self._budget == 0:
-                self._proxy.dropped += 1
-                self._scope.cancel()
-                return
+            if data:
+                await self._client.send_all(data)
         self._scope.cancel()
 
 

@@ -7,7 +7,8 @@ every request is logged (method, target, lower-cased headers).
 :class:`FileServer` serves in-memory files with HEAD, ``Range`` (``bytes=N-``
 and ``bytes=N-M``), ``If-Range``, a strong ETag and Last-Modified; switches make
 it ignore ``Range``, refuse HEAD, send a file chunked without a length, or
-stall a GET part way (``stall_after``) until ``release`` is set.
+stall a GET part way (``stall_after``) until ``release`` (or that path's own
+event in ``held``) is set.
 
 :class:`HubStub` answers the Hub's listing
 (``/api/{models,datasets,spaces}/{repo}/revision/{rev}``) and resolve
@@ -185,12 +186,13 @@ class FileServer(_Base):
         self.redirects: dict[str, str] = {}
         self.stall_after: dict[str, int] = {}  # path → bytes sent before stalling a GET
         self.release = threading.Event()
+        self.held: dict[str, threading.Event] = {}  # path → its own release (else ``release``)
 
     def handle(self, request: _Handler) -> None:
         path = unquote(urlsplit(request.path).path)
         stall = self.stall_after.get(path)
         if stall is not None and request.command == "GET" and path in self.files:
-            self._stalled(request, self.files[path], stall)
+            self._stalled(request, self.files[path], stall, self.held.get(path, self.release))
             return
         if path in self.redirects:
             request.reply(302, b"", {"Location": self.redirects[path]})
@@ -204,7 +206,9 @@ class FileServer(_Base):
             return
         serve_bytes(request, content, ignore_range=self.ignore_range, chunked=path in self.chunked)
 
-    def _stalled(self, request: _Handler, content: bytes, after: int) -> None:
+    def _stalled(
+        self, request: _Handler, content: bytes, after: int, release: threading.Event
+    ) -> None:
         """The whole of ``content``, stopping after ``after`` bytes until ``release``."""
         request.send_response(200)
         request.send_header("Content-Length", str(len(content)))
@@ -212,7 +216,7 @@ class FileServer(_Base):
         request.end_headers()
         request.wfile.write(content[:after])
         request.wfile.flush()
-        self.release.wait(timeout=60)
+        release.wait(timeout=60)
         request.wfile.write(content[after:])
 
 
