@@ -10,10 +10,17 @@ from quart import Blueprint, Response, request
 
 from .. import _paths
 from .._engine import FileTask, Job, JobStatus
-from .._engine.jobs import new_job_id
+from .._engine.jobs import JobError, new_job_id
 from .._engine.transfer import LocalEndpoint
 from .._engine.upload import UploadRunner, UploadSpec
-from .._errors import BadRequest, Conflict, PayloadTooLarge, StreamerError
+from .._errors import (
+    BadRequest,
+    Conflict,
+    PayloadTooLarge,
+    StorageError,
+    StreamerError,
+    UnsupportedStorage,
+)
 from .._storage.base import UNKNOWN_SIZE
 from . import wire
 from .app import json_response, read_query, services
@@ -53,6 +60,7 @@ class Uploaded(msgspec.Struct, rename="camel"):
         409: "The upload was cancelled.",
         413: "The body exceeds uploads.max_bytes.",
         422: "The bytes do not match X-Checksum-Sha256.",
+        502: "The destination storage failed (the code names how).",
     },
 )
 async def upload(location_id: str, path: str) -> Response:
@@ -65,7 +73,8 @@ async def upload(location_id: str, path: str) -> Response:
     """
     svc = services()
     uploads = svc.uploads
-    assert uploads is not None
+    if uploads is None:
+        raise UnsupportedStorage("uploads are not enabled on this node", code="uploads_disabled")
     destination = LocalEndpoint(location_id=location_id, path="")
     svc.locations.destination(destination)  # 400 for an unknown location
     target = _paths.clean_base(path, what="upload path")
@@ -106,13 +115,21 @@ async def upload(location_id: str, path: str) -> Response:
     if job.status is JobStatus.CANCELLED:
         raise Conflict(f"upload job {job.id} was cancelled; nothing was written", code="cancelled")
     if job.errors:
-        first = job.errors[0]
-        raise StreamerError(first.message, code=first.error)
+        raise _recorded_failure(job.errors[0])
     file = job.files[0]
     return json_response(
         Uploaded(job_id=job.id, path=file.final_path, size=file.size, sha256=file.sha256),
         201 if file.final_path else 200,
     )
+
+
+def _recorded_failure(error: JobError) -> StreamerError:
+    """The answer for an error the engine recorded without the runner seeing it
+    (the runner keeps every :class:`StreamerError` of its own): a crash stays a
+    500 ``internal_error``; anything else failed below the API, hence a 502."""
+    if error.error == StreamerError.code:
+        return StreamerError(error.message)
+    return StorageError(error.message, code=error.error)
 
 
 class Uploads:

@@ -78,12 +78,15 @@ class UploadRunner:
         return None  # not resumable: the engine fails interrupted uploads
 
     async def run(self, job: Job, control: JobControl) -> None:
+        """Receive the body into place. Every failure (the destination's lookup
+        included) is the file's error and is kept for :meth:`error_of`, class and
+        status intact."""
         pending = self._pending[job.id]
-        spec = msgspec.convert(job.spec, UploadSpec)
-        storage = self._locations.destination(spec.destination)
         file = job.files[0]
         control.file_started(file)
         try:
+            spec = msgspec.convert(job.spec, UploadSpec)
+            storage = self._locations.destination(spec.destination)
             final, digest, size = await self._receive(
                 storage, job, pending, Conflict(spec.conflict_resolution), control
             )
