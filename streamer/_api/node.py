@@ -31,7 +31,14 @@ from werkzeug.http import parse_options_header
 
 from .._config import bandwidth_limit_problem
 from .._engine import JobStatus
-from .._errors import BadRequest, Conflict, InvalidBody, StreamerError, Unauthorized
+from .._errors import (
+    BadRequest,
+    Conflict,
+    InvalidBody,
+    StreamerError,
+    Unauthorized,
+    UnsupportedStorage,
+)
 from .._node.multipart import check_boundary
 from .._node.service import Gone, NodeService
 from .app import json_response, read_body, read_query, services
@@ -98,7 +105,9 @@ _NO_SERVER = {404: "No such server directory, or no transfer of it."}
 def node_service() -> NodeService:
     node = services().node
     if node is None:
-        raise StreamerError("node transfers are not set up on this node", code="unavailable")
+        raise UnsupportedStorage(
+            "node transfers are not set up on this node", code="node_transfers_disabled"
+        )
     return node
 
 

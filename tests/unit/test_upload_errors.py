@@ -79,3 +79,11 @@ def test_an_error_recorded_without_its_exception_keeps_a_truthful_status() -> No
     assert (crash.status_code, crash.code) == (500, "internal_error")
     storage = _recorded_failure(JobError(None, "EIO", "disk on fire"))
     assert (storage.status_code, storage.code, storage.message) == (502, "EIO", "disk on fire")
+
+
+async def test_a_node_without_node_transfers_answers_a_clear_4xx(unwired: Quart) -> None:
+    answer = await unwired.test_client().delete(
+        "/api/servers/0b6e1a2c-9f3e-4a56-8b7d-1c2d3e4f5a6b/transfer", headers=AUTH
+    )
+    assert answer.status_code == 400
+    assert (await answer.get_json())["error"] == "node_transfers_disabled"
