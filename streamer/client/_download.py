@@ -292,10 +292,12 @@ class Download:
             await self._copy(segment, body)
 
     async def _copy(self, segment: Segment, body: StreamedBody) -> None:
-        """Body bytes into the part file at ``segment.pos``, a chunk at a time."""
+        """Body bytes into the part file at ``segment.pos``, a chunk at a time (the
+        pieces as they came, never joined)."""
         chunk_size = self._options.chunk_size
         bucket = self._options.bandwidth
-        pending = bytearray()
+        pending: list[bytes] = []
+        size = 0
         try:
             while not segment.done:
                 with wire_errors(f"GET {self._url}"):
@@ -304,36 +306,43 @@ class Download:
                     if segment.end is not None:
                         raise TransferError(
                             f"GET {self._url}: the body ended at byte "
-                            f"{segment.pos + len(pending)} of {segment.end}",
+                            f"{segment.pos + size} of {segment.end}",
                             code="incomplete_body", retryable=True,
                         )  # fmt: skip
-                    data, pending = pending, bytearray()
-                    await self._write(segment, data)
+                    pieces, pending, size = pending, [], 0
+                    await self._write(segment, pieces)
                     assert self._state is not None
                     self._state.learn_size(segment.pos)
                     break
                 if segment.end is not None:
-                    piece = piece[: segment.end - segment.pos - len(pending)]
+                    piece = piece[: segment.end - segment.pos - size]
                 if bucket is not None:
                     await bucket.consume(len(piece))
-                pending += piece
-                if len(pending) >= chunk_size or (
-                    segment.end is not None and segment.pos + len(pending) >= segment.end
+                pending.append(piece)
+                size += len(piece)
+                if size >= chunk_size or (
+                    segment.end is not None and segment.pos + size >= segment.end
                 ):
-                    data, pending = pending, bytearray()
-                    await self._write(segment, data)
+                    pieces, pending, size = pending, [], 0
+                    await self._write(segment, pieces)
         finally:
             if pending:  # what arrived before a failure is good: keep it
                 with trio.CancelScope(shield=True):
                     await self._write(segment, pending)
 
-    async def _write(self, segment: Segment, data: bytearray) -> None:
-        if not data:
-            return
+    async def _write(self, segment: Segment, pieces: list[bytes]) -> None:
         fd, hasher, state = self._fd, self._hasher, self._state
         assert fd is not None and hasher is not None and state is not None
-        await trio.to_thread.run_sync(pwrite_all, fd, data, segment.pos)
-        segment.pos += len(data)
+        if not pieces:
+            return
+        position = segment.pos
+
+        def write() -> None:
+            pwrite_all(fd, pieces, position)
+            hasher.absorb(position, pieces)
+
+        await trio.to_thread.run_sync(write)
+        segment.pos += sum(len(piece) for piece in pieces)
         hasher.wake()
         if self._progress is not None:
             self._progress(state.present, state.size)
