@@ -10,8 +10,9 @@ clock starts). Ours: ``streamer worker run --exec 'cp {input} {output}'
 verified), ``cp``, upload (the server hashes, verifies, fsyncs and renames the
 result into place), clean up. The peer does the same by hand against Hypercorn
 serving a bare ASGI app (GET streams the file, POST writes it and fsyncs, as
-ours does): ``curl`` GET, ``cp``, ``curl -T`` POST. Neither side fsyncs its
-download or its ``cp``. Hot page cache.
+ours does): ``curl`` GET, ``cp``, ``curl -T`` POST, ``rm`` of its two local files (the
+worker removes its cache directory). Neither side fsyncs its download or its
+``cp``. Hot page cache.
 
 The two sides alternate, run after run, and every run starts after a ``sync``
 and a pause, so the writeback of earlier runs' gigabytes lands on neither.
@@ -136,6 +137,9 @@ def main() -> None:
                 ["cp", str(scratch / "source.bin"), str(scratch / "output.bin")], check=True
             )
             curl("-T", str(scratch / "output.bin"), "-X", "POST", f"{plain_url}/result.bin")
+            subprocess.run(
+                ["rm", str(scratch / "source.bin"), str(scratch / "output.bin")], check=True
+            )
 
         for _ in range(args.runs):
             for name in ("source.bin", "output.bin"):
