@@ -226,7 +226,7 @@ class FrontierHasher:
             if state.complete:
                 return
             self._wake = trio.Event()
-            if state.frontier() <= self.hashed:  # (ahead: absorbed, its segment not moved yet)
+            if state.frontier() == self.hashed:
                 await self._wake.wait()
 
     def _hash_until(self, frontier: int) -> None:

@@ -232,36 +232,6 @@ async def test_bytes_written_at_the_frontier_are_hashed_without_a_read_back(
     assert one.sha256 == three.sha256 == sha(data) and one.verified and three.verified
 
 
-async def test_the_hasher_waits_while_it_is_ahead_of_the_frontier(tmp_path: Path) -> None:
-    """Bytes absorbed before their segment's position moved put the hasher ahead of
-    the frontier for a moment: it must wait for the move, not spin."""
-    data = os.urandom(1 << 20)
-    state = PartState.plan(ETAG, sha(data), len(data), 1)
-    (segment,) = state.segments
-    fd = os.open(tmp_path / "f.part", os.O_RDWR | os.O_CREAT)
-    try:
-        hasher = _partfile.FrontierHasher(fd)
-
-        async def writer() -> None:
-            half = len(data) // 2
-            for start in (0, half):
-                piece = data[start : start + half]
-                os.pwrite(fd, piece, start)
-                hasher.absorb(start, [piece])
-                hasher.wake()  # another segment's write, or a read-back ending
-                await trio.sleep(0.01)
-                segment.pos += len(piece)
-                hasher.wake()
-
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(hasher.follow, state)
-                nursery.start_soon(writer)
-        assert hasher.hexdigest == sha(data) and hasher.hashed == len(data)
-    finally:
-        os.close(fd)
-
-
 async def test_a_changed_resource_restarts_the_part(clock: MockClock, tmp_path: Path) -> None:
     """A part left by an earlier run whose ETag no longer matches is started over."""
     target = tmp_path / "f.bin"
