@@ -292,12 +292,10 @@ class Download:
             await self._copy(segment, body)
 
     async def _copy(self, segment: Segment, body: StreamedBody) -> None:
-        """Body bytes into the part file at ``segment.pos``, a chunk at a time (the
-        pieces as they came, never joined)."""
+        """Body bytes into the part file at ``segment.pos``, a chunk at a time."""
         chunk_size = self._options.chunk_size
         bucket = self._options.bandwidth
-        pending: list[bytes] = []
-        size = 0
+        pending = bytearray()
         try:
             while not segment.done:
                 with wire_errors(f"GET {self._url}"):
@@ -306,43 +304,36 @@ class Download:
                     if segment.end is not None:
                         raise TransferError(
                             f"GET {self._url}: the body ended at byte "
-                            f"{segment.pos + size} of {segment.end}",
+                            f"{segment.pos + len(pending)} of {segment.end}",
                             code="incomplete_body", retryable=True,
                         )  # fmt: skip
-                    pieces, pending, size = pending, [], 0
-                    await self._write(segment, pieces)
+                    data, pending = pending, bytearray()
+                    await self._write(segment, data)
                     assert self._state is not None
                     self._state.learn_size(segment.pos)
                     break
                 if segment.end is not None:
-                    piece = piece[: segment.end - segment.pos - size]
+                    piece = piece[: segment.end - segment.pos - len(pending)]
                 if bucket is not None:
                     await bucket.consume(len(piece))
-                pending.append(piece)
-                size += len(piece)
-                if size >= chunk_size or (
-                    segment.end is not None and segment.pos + size >= segment.end
+                pending += piece
+                if len(pending) >= chunk_size or (
+                    segment.end is not None and segment.pos + len(pending) >= segment.end
                 ):
-                    pieces, pending, size = pending, [], 0
-                    await self._write(segment, pieces)
+                    data, pending = pending, bytearray()
+                    await self._write(segment, data)
         finally:
             if pending:  # what arrived before a failure is good: keep it
                 with trio.CancelScope(shield=True):
                     await self._write(segment, pending)
 
-    async def _write(self, segment: Segment, pieces: list[bytes]) -> None:
+    async def _write(self, segment: Segment, data: bytearray) -> None:
+        if not data:
+            return
         fd, hasher, state = self._fd, self._hasher, self._state
         assert fd is not None and hasher is not None and state is not None
-        if not pieces:
-            return
-        position = segment.pos
-
-        def write() -> None:
-            pwrite_all(fd, pieces, position)
-            hasher.absorb(position, pieces)
-
-        await trio.to_thread.run_sync(write)
-        segment.pos += sum(len(piece) for piece in pieces)
+        await trio.to_thread.run_sync(pwrite_all, fd, data, segment.pos)
+        segment.pos += len(data)
         hasher.wake()
         if self._progress is not None:
             self._progress(state.present, state.size)

@@ -8,10 +8,8 @@ is saved now and then, so a download interrupted even by a crash resumes from
 what it recorded (never more than what was written).
 
 :class:`FrontierHasher` hashes the file in order while it fills: it follows the
-*frontier* (the end of the contiguous prefix that is in place). Bytes written
-right at the hashed end are hashed as they are written; the rest (segments
-ahead of the frontier) are read back in a thread once the frontier reaches
-them. Memory stays flat whatever the file size.
+*frontier* (the end of the contiguous prefix that is in place), reading back
+what the segments wrote, in a thread. Memory stays flat whatever the file size.
 """
 
 from __future__ import annotations
@@ -21,8 +19,6 @@ import hashlib
 import itertools
 import json
 import os
-import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,9 +184,8 @@ def remove_part(part: Path) -> None:
 class FrontierHasher:
     """sha256 of the part file's bytes in order, following :meth:`PartState.frontier`.
 
-    Writers call :meth:`absorb` after each write (in their thread) and :meth:`wake`
-    once its segment's position moved; :meth:`follow` returns once the state is
-    complete and every byte is hashed.
+    Writers call :meth:`wake` after each write; :meth:`follow` returns once the
+    state is complete and every byte is hashed.
     """
 
     def __init__(self, fd: int) -> None:
@@ -198,17 +193,6 @@ class FrontierHasher:
         self._sha = hashlib.sha256()
         self.hashed = 0
         self._wake = trio.Event()
-        self._lock = threading.Lock()  # absorb and the read-back run in different threads
-
-    def absorb(self, offset: int, pieces: Sequence[bytes]) -> None:
-        """``pieces`` were just written at ``offset``: hash them now if they continue
-        the hashed prefix (no read back), else leave them to :meth:`follow`."""
-        with self._lock:
-            if offset != self.hashed:
-                return
-            for piece in pieces:
-                self._sha.update(piece)
-                self.hashed += len(piece)
 
     def wake(self) -> None:
         self._wake.set()
@@ -231,11 +215,8 @@ class FrontierHasher:
 
     def _hash_until(self, frontier: int) -> None:
         """One read (in a thread); ``hashed`` moves only with the bytes hashed."""
-        with self._lock:
-            if self.hashed >= frontier:
-                return
-            data = os.pread(self._fd, min(HASH_READ, frontier - self.hashed), self.hashed)
-            if not data:
-                raise OSError(f"the part file ends at {self.hashed}, before {frontier}")
-            self._sha.update(data)
-            self.hashed += len(data)
+        data = os.pread(self._fd, min(HASH_READ, frontier - self.hashed), self.hashed)
+        if not data:
+            raise OSError(f"the part file ends at {self.hashed}, before {frontier}")
+        self._sha.update(data)
+        self.hashed += len(data)

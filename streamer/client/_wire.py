@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,21 +140,11 @@ def sha256_file(path: Path, chunk: int = 4 * MIB) -> str:
     return digest.hexdigest()
 
 
-def pwrite_all(fd: int, pieces: Sequence[bytes], offset: int) -> None:
-    """Write ``pieces`` one after the other at ``offset`` (one ``pwritev`` when the
-    kernel takes them all, as it does for a regular file): no joined copy."""
-    written = os.pwritev(fd, pieces, offset)
-    for piece in pieces:
-        if written >= len(piece):
-            written -= len(piece)
-            offset += len(piece)
-            continue
-        view = memoryview(piece)[written:]
-        offset += written
-        written = 0
-        while view:
-            done = os.pwrite(fd, view, offset)
-            view, offset = view[done:], offset + done
+def pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+)", re.IGNORECASE)

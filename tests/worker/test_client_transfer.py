@@ -15,7 +15,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from streamer.client import ApiError, _partfile
+from streamer.client import ApiError
 from streamer.client._partfile import PartState, Segment
 from streamer.client._upload import CHECKSUM_LAST_MIN, LAST_PART
 from streamer.client.transfer import TransferError, TransferOptions, download, part_path, upload
@@ -203,33 +203,6 @@ async def test_parallel_ranges_fill_the_file_in_place(clock: MockClock, tmp_path
     assert (tmp_path / "f.bin").read_bytes() == data and result.ranges == 3
     ranges = sorted(r.headers.get("Range", "") for r in seen.requests)
     assert ranges == ["", "bytes=16777216-25165840", "bytes=8388608-16777215"]
-
-
-async def test_bytes_written_at_the_frontier_are_hashed_without_a_read_back(
-    clock: MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One range: every byte lands at the hashed end, so none is read back; with
-    ranges ahead of the frontier, only those are (and the sha256 is still right)."""
-    data = os.urandom(3 * 8 * (1 << 20) + 17)
-    read_back: list[int] = []
-    pread = os.pread
-
-    def counting_pread(fd: int, size: int, offset: int) -> bytes:
-        read_back.append(size)
-        return pread(fd, size, offset)
-
-    monkeypatch.setattr(_partfile.os, "pread", counting_pread)
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        return serve(data, request)
-
-    async with client(handler) as http:
-        one = await download(http, "/f", tmp_path / "one.bin", options=OPTIONS)
-        assert one.ranges == 1 and read_back == []
-        options = TransferOptions(timeout=None, parallel=3, parallel_min_size=1)
-        three = await download(http, "/f", tmp_path / "three.bin", options=options)
-    assert three.ranges == 3 and sum(read_back) <= len(data) - 8 * (1 << 20)
-    assert one.sha256 == three.sha256 == sha(data) and one.verified and three.verified
 
 
 async def test_a_changed_resource_restarts_the_part(clock: MockClock, tmp_path: Path) -> None:
