@@ -34,6 +34,19 @@ def best_of(
     return min(times)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(seconds: float = 1.0) -> None:
+    """Write back every dirty page (``sync``), then wait: a run starts on a quiet disk
+    instead of paying for the writeback of the one before."""
+    os.sync()
+    time.sleep(seconds)
+
+
 def sh(command: str, cwd: Path | None = None) -> None:
     subprocess.run(["bash", "-c", command], check=True, cwd=cwd)
 
@@ -152,6 +165,7 @@ class SameFile:
     node: Node
     plain_root: Path
     plain_url: str  # base URL of the plain server
+    plain_pid: int
     source: Path  # the node's copy (the plain server's is a hard link to it)
     size: int
 
@@ -173,7 +187,7 @@ def node_beside_plain_server(
         random_file(source, size)
         os.link(source, plain_root / "source.bin")
         sh(f"cat '{source}' > /dev/null")  # warm the page cache
-        yield SameFile(home, node, plain_root, f"http://127.0.0.1:{port}", source, size)
+        yield SameFile(home, node, plain_root, f"http://127.0.0.1:{port}", plain.pid, source, size)
     finally:
         plain.terminate()
         plain.wait(10)

@@ -12,7 +12,9 @@ serve the source, receive the result; a sweeper returns expired leases.
 * :meth:`receive` streams the worker's result into a temp file beside the output
   path (``.streamer-worker-<id>-<attempt>.part``), hashing it on the way. A cut body
   keeps what arrived; :meth:`upload_offset` finds it again and a later call with
-  that ``offset`` continues it (the staged prefix is hashed again from disk). Once
+  that ``offset`` continues it. The staged prefix is hashed again from disk unless a
+  request of this process staged it and ended cleanly (a body shorter than
+  ``Upload-Length``): then its hash, kept for that file and length, goes on. Once
   complete it is checked against the declared checksum, fsynced and renamed into
   place, and the job is ``completed``.
 
@@ -39,6 +41,7 @@ from .._storage import Conflict as ConflictPolicy
 from .._storage.local import LocalStorage
 from .._storage.registry import Locations
 from .models import CreateJob, JobStatus, WorkerJob
+from .staged import StagedHashes, staged_file
 from .store import WorkerJobStore
 from .tokens import JobClaims, JobTokenSigner
 
@@ -103,6 +106,7 @@ class WorkerJobs:
         self._nursery: trio.Nursery | None = None
         self._hashing: dict[str, trio.Event] = {}
         self._receiving: dict[str, trio.Event] = {}
+        self._staged_hashes = StagedHashes()
 
     def close(self) -> None:
         self.store.close()
@@ -402,12 +406,16 @@ class WorkerJobs:
             tag=job.upload_tag,
             resume=offset is not None,
         )
-        complete = False
+        complete = keep = False
         try:
-            prefix = hashlib.sha256()
-            if writer.offset:
+            staged = await trio.to_thread.run_sync(
+                staged_file, storage, job.output_path, job.upload_tag
+            )
+            kept = await self._staged_hashes.take(job.id, staged, writer.offset)
+            prefix = kept or hashlib.sha256()
+            if kept is None and writer.offset:
                 await writer.hash_staged(prefix.update)
-            digest = Sha256(start=prefix)
+            digest = Sha256(start=prefix)  # feeds ``prefix`` itself
             try:
 
                 async def write(data: bytes) -> None:
@@ -419,6 +427,8 @@ class WorkerJobs:
                 )
                 complete = job.upload_length in (None, writer.offset)
                 if not complete:
+                    await digest.flush()
+                    keep = True
                     return Received(job, writer.offset, False)
                 await digest.flush()
             finally:
@@ -436,6 +446,8 @@ class WorkerJobs:
                 await cleanup(writer.abort)  # removes the temp unless it was published
             else:
                 await cleanup(writer.suspend)  # keeps what arrived for a resume
+                if keep:
+                    await cleanup(self._staged_hashes.keep, job.id, staged, writer.offset, prefix)
         done = self.get(job.id)
         done.finish(JobStatus.COMPLETED, error=None)
         done.result_size, done.result_sha256 = size, digest.hexdigest
@@ -460,6 +472,7 @@ class WorkerJobs:
 
     async def _drop_upload(self, job: WorkerJob, tag: str) -> None:
         """Remove a staged upload of an ended claim (best effort)."""
+        self._staged_hashes.forget(job.id)
         try:
             await self._local(job.output_location).sweep(job.output_path, tag=tag)
         except (OSError, StreamerError) as exc:

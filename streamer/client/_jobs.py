@@ -166,7 +166,8 @@ class WorkerClient:
         progress: ProgressCallback | None = None,
     ) -> UploadResult:
         """Send ``path`` as the job's result (resumable, sha256-verified by the server);
-        on success the job is ``completed``.
+        on success the job is ``completed``. A big file is hashed while it is sent, its
+        checksum sent with the last bytes (``checksum_last`` of :func:`upload`).
 
         If the answer to a complete upload was lost, the retry finds the job already
         completed: that counts as success when the server's result has our sha256.
@@ -180,6 +181,7 @@ class WorkerClient:
                 headers=_bearer(token),
                 options=self._upload_options,
                 progress=progress,
+                checksum_last=True,
             )
         except ApiError as exc:
             if exc.status not in (400, 409):

@@ -16,7 +16,9 @@ routes (``/api/worker/download-video`` / ``upload-video``) and the exchange's
 :func:`upload`
     Hash the file, ``POST`` it raw with ``X-Checksum-Sha256`` and ``Upload-Length``
     (zstd when ``options.compress``); after a cut, ``HEAD`` → ``Upload-Offset`` →
-    ``PATCH`` the rest.
+    ``PATCH`` the rest. ``checksum_last=True`` (the worker routes) hashes a big file
+    while it is sent instead: ``POST`` all but its last MiB, ``PATCH`` that with the
+    checksum.
 
 Both retry failures worth retrying (cut connections, short bodies, 429/502/503/
 504, a checksum mismatch on download) ``options.retries`` times with 2 s / 4 s /

@@ -17,6 +17,7 @@ from trio.testing import MockClock
 
 from streamer.client import ApiError
 from streamer.client._partfile import PartState, Segment
+from streamer.client._upload import CHECKSUM_LAST_MIN, LAST_PART
 from streamer.client.transfer import TransferError, TransferOptions, download, part_path, upload
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
@@ -292,6 +293,50 @@ async def test_upload_retries_a_busy_server_then_gives_up(clock: MockClock, tmp_
         with pytest.raises(ApiError) as failed:
             await upload(http, "/u", source, options=OPTIONS)
     assert failed.value.status == 503 and len(server.log) == 4
+
+
+async def test_checksum_last_hashes_while_sending_and_sends_it_with_the_last_mib(
+    clock: MockClock, tmp_path: Path
+) -> None:
+    data = os.urandom(CHECKSUM_LAST_MIN + 5000)
+    source = tmp_path / "out.bin"
+    source.write_bytes(data)
+    server = UploadServer()
+    async with client(server) as http:
+        result = await upload(http, "/u", source, options=OPTIONS, checksum_last=True)
+    assert bytes(server.stored) == data and result.sha256 == sha(data)
+    assert result.retries == 0 and result.resumed == ()
+    (post, first), (patch, last) = server.log
+    assert (post, patch) == ("POST", "PATCH")
+    assert "x-checksum-sha256" not in first
+    assert first["content-length"] == str(len(data) - LAST_PART)
+    assert first["upload-length"] == str(len(data))
+    assert last["x-checksum-sha256"] == sha(data)
+    assert last["upload-offset"] == str(len(data) - LAST_PART)
+    assert last["content-length"] == str(LAST_PART)
+    # A small file is hashed first: one request, the checksum with it.
+    (tmp_path / "small.bin").write_bytes(DATA)
+    server = UploadServer()
+    async with client(server) as http:
+        await upload(http, "/u", tmp_path / "small.bin", options=OPTIONS, checksum_last=True)
+    ((method, headers),) = server.log
+    assert method == "POST" and headers["x-checksum-sha256"] == sha(DATA)
+
+
+async def test_checksum_last_after_a_cut_resumes_with_the_whole_files_checksum(
+    clock: MockClock, tmp_path: Path
+) -> None:
+    data = os.urandom(CHECKSUM_LAST_MIN + 5000)
+    source = tmp_path / "out.bin"
+    source.write_bytes(data)
+    cut = (3 << 20) + 100
+    server = UploadServer(cut_after=cut)
+    async with client(server) as http:
+        result = await upload(http, "/u", source, options=OPTIONS, checksum_last=True)
+    assert bytes(server.stored) == data and result.resumed == (cut,)
+    assert [method for method, _ in server.log] == ["POST", "HEAD", "PATCH"]
+    assert server.log[2][1]["x-checksum-sha256"] == sha(data)
+    assert server.log[2][1]["content-length"] == str(len(data) - cut)
 
 
 def test_a_saved_state_must_match_its_part_file() -> None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import trio.testing
 
 from streamer._errors import Conflict, Unauthorized
 from streamer._storage import LocalStorage
+from streamer._storage.local import LocalWriter
 from streamer._storage.registry import Locations
 from streamer._worker.models import CreateJob, JobStatus
 from streamer._worker.service import (
@@ -347,6 +349,34 @@ async def test_tampered_prefix_fails_the_checksum_and_nothing_lands(
         await jobs.receive(job, _body(data[20_000:]), offset=20_000, total=None, checksum=None)
     assert _names(data_dir) == ["src.bin"]
     assert jobs.get(job_id).status is JobStatus.PROCESSING
+
+
+async def test_a_cleanly_ended_part_is_not_read_again_when_the_rest_comes(
+    jobs: WorkerJobs, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first request that ended cleanly leaves its running hash for the next one:
+    no second pass over the staged bytes, and the stamp it puts on the staged file
+    does not reach the result."""
+    await jobs.create(_request(output="result.bin"))
+    job_id, _ = await _claimed(jobs)
+    data = os.urandom(3 << 20)
+    job = jobs.get(job_id)
+    first = await jobs.receive(
+        job, _body(data[:-1000]), offset=None, total=len(data), checksum=None
+    )
+    assert not first.complete and first.offset == len(data) - 1000
+
+    async def no_second_pass(*_: object) -> None:
+        raise AssertionError("the staged bytes were read again")
+
+    monkeypatch.setattr(LocalWriter, "hash_staged", no_second_pass)
+    done = await jobs.receive(
+        job, _body(data[-1000:]), offset=len(data) - 1000, total=None, checksum=_sha(data)
+    )
+    assert done.complete and done.job.result_sha256 == _sha(data)
+    result = data_dir / "result.bin"
+    assert result.read_bytes() == data
+    assert abs(result.stat().st_mtime - time.time()) < 60
 
 
 async def test_bytes_beyond_the_length_are_refused_and_the_prefix_kept(jobs: WorkerJobs) -> None:
