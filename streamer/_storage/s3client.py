@@ -179,20 +179,23 @@ class S3Client:
         """The whole body, at most MAX_RESPONSE_BYTES; read to the end (see s3object)."""
         if req.method == "HEAD":
             return b""  # Content-Length is the object's size; there is no body
-        too_large = S3Error(
-            f"{req.describe()}: response body over {MAX_RESPONSE_BYTES} bytes",
-            code="ResponseTooLarge",
-            status=response.status_code,
-        )
+
+        def too_large() -> S3Error:
+            return S3Error(
+                f"{req.describe()}: response body over {MAX_RESPONSE_BYTES} bytes",
+                code="ResponseTooLarge",
+                status=response.status_code,
+            )
+
         if int(response.headers.get("content-length", "0")) > MAX_RESPONSE_BYTES:
-            raise too_large
+            raise too_large()
         chunks: list[bytes] = []
         size = 0
         with transport_errors(req.describe()):
             async for chunk in response.aiter_raw():
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
-                    raise too_large  # a server lying about Content-Length
+                    raise too_large()  # a server lying about Content-Length
                 chunks.append(chunk)
         return b"".join(chunks)
 

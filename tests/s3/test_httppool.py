@@ -3,16 +3,23 @@ keep-alive HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpcore
 import httpx
 import pytest
 import trio
 
-from streamer._storage.httppool import PooledTransport
+from streamer._storage.httppool import (
+    HOLD_WRITE,
+    JOIN_WRITE,
+    PooledTransport,
+    _CoalescingStream,
+)
 
 
 class _Counting(ThreadingHTTPServer):
@@ -36,6 +43,14 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.close_after_reply:
             self.send_header("Connection", "close")
             self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = hashlib.sha256(data).hexdigest().encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
@@ -124,3 +139,54 @@ async def test_cancelled_request_frees_its_slot(server: _Counting) -> None:
             finally:
                 await response.aclose()
         assert await _get(transport, _url(server, "/y"), wait=1) == b"/y" * 100
+
+
+class _Recorder(httpcore.AsyncNetworkStream):
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        self.sent.append(bytes(buffer))
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        self.sent.append(b"<read>")
+        return b""
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_small_writes_go_out_together_before_a_read() -> None:
+    inner = _Recorder()
+    stream = _CoalescingStream(inner)
+    await stream.write(b"HEAD")
+    await stream.write(b"")
+    assert inner.sent == []  # held
+    await stream.write(b"body")
+    await stream.read(10)
+    assert inner.sent == [b"HEADbody", b"<read>"]
+
+
+async def test_a_big_write_is_not_held() -> None:
+    inner = _Recorder()
+    stream = _CoalescingStream(inner)
+    big = b"x" * (JOIN_WRITE + 1)
+    await stream.write(b"HEAD")
+    await stream.write(big)
+    assert inner.sent == [b"HEAD", big]  # too big to copy: the held head goes first
+    await stream.write(b"y" * (HOLD_WRITE + 1))
+    assert len(inner.sent) == 3
+
+
+async def test_requests_with_small_bodies_arrive_whole(server: _Counting) -> None:
+    async with PooledTransport(max_connections=1) as transport:
+        for size in (0, 1, 100, HOLD_WRITE, HOLD_WRITE + 1, JOIN_WRITE + 1):
+            body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+            request = httpx.Request("POST", _url(server, "/echo"), content=body)
+            response = await transport.handle_async_request(request)
+            try:
+                echoed = b"".join([piece async for piece in response.aiter_raw()])
+            finally:
+                await response.aclose()
+            assert echoed == hashlib.sha256(body).hexdigest().encode()
+    assert type(server).connections == 1
