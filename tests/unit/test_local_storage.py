@@ -11,6 +11,7 @@ import trio
 
 from streamer._errors import InvalidPath, PathBlocked, SourceNotFound
 from streamer._storage import Conflict, LocalStorage
+from streamer._storage.localwriter import HOLD_BYTES
 
 
 @pytest.fixture
@@ -70,8 +71,14 @@ async def test_symlinks_cannot_lead_outside(storage: LocalStorage, tmp_path: Pat
     os.symlink(outside / "secret", Path(storage.root) / "secret-link")
     with pytest.raises(InvalidPath):
         await storage.stat("escape/secret")
-    with pytest.raises(InvalidPath):
-        await storage.open_writer("escape/new", conflict=Conflict.OVERWRITE, tag="t")
+    for data in (b"small", b"x" * (HOLD_BYTES + 1)):  # group-committed, and streamed
+        writer = await storage.open_writer("escape/new", conflict=Conflict.OVERWRITE, tag="t")
+        try:
+            with pytest.raises(InvalidPath):  # a lazily opened writer fails at its first I/O
+                await writer.write(data)
+                await writer.commit(sha256="", mtime_ns=None)
+        finally:
+            await writer.abort()
     with pytest.raises(InvalidPath):
         await storage.stat("secret-link")
     assert os.listdir(outside) == ["secret"]

@@ -1,0 +1,208 @@
+"""Group commit of small local files: many files made durable by one flush.
+
+A small file written whole (one chunk, held in memory by its writer) costs, if
+committed alone, a thread hop to create its temp file, one to write it and one to
+fsync, publish and fsync its directory: per file one journal commit and some
+twenty GIL hand-overs between the event loop and a worker thread. Here, commits
+queue up while a batch is being written, and each batch is one thread hop:
+
+1. every file of the batch is written to its temp name (``.streamer-<tag>.part``)
+   beside its destination, with its mtime;
+2. one ``syncfs`` per filesystem of the batch makes all of it durable (or, where
+   there is no ``syncfs``, or for a batch of one, an ``fsync`` per file);
+3. only then is each temp moved to its final name under its conflict policy;
+4. one ``fsync`` per directory of the batch makes the names durable;
+
+and then each file's committer learns its own outcome. So, as for a file
+committed alone, a final name only ever points at durable bytes, a file is
+reported committed only once its name is durable, and a failure (or a cancel
+before its batch starts) leaves nothing but temp files, which are removed. A
+batch once started runs to its end: a committer cancelled meanwhile waits for
+it, as a single commit's thread would be waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import outcome
+import trio
+
+from .._errors import StreamerError
+from .localfs import fsync_dir
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_syncfs = getattr(_libc, "syncfs", None)
+if _syncfs is not None:
+    _syncfs.argtypes = [ctypes.c_int]
+
+
+def sync_filesystem(fd: int) -> None:
+    """Flush every dirty page and inode of ``fd``'s filesystem to stable storage."""
+    if _syncfs is None:
+        os.fsync(fd)
+        return
+    if _syncfs(fd) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+@dataclass(eq=False)
+class Staged:
+    """One small file to commit: its bytes, where its temp goes, how to publish it.
+
+    Both callables run in the batch's thread: ``prepare()`` returns the temp
+    file's path (its directory made), ``publish(temp)`` moves the durable temp to
+    its final name and returns that name (``None``: skipped, the temp removed).
+    Either may raise OSError or a StreamerError: that file then fails alone.
+    """
+
+    prepare: Callable[[], str]
+    data: bytes
+    mtime_ns: int | None
+    publish: Callable[[str], str | None]
+    temp: str | None = field(default=None, init=False)
+    result: outcome.Outcome[str | None] | None = field(default=None, init=False)
+
+
+def commit_batch(batch: list[Staged], *, use_syncfs: bool = True) -> None:
+    """Steps 1 to 4 of the module docstring for ``batch``; each file's ``result`` is set
+    (a file's OSError is its own; a failed flush fails every file it covered)."""
+    written: list[tuple[Staged, int]] = []
+    for item in batch:
+        try:
+            item.temp = item.prepare()
+            written.append((item, _write_temp(item.temp, item)))
+        except (OSError, StreamerError) as exc:
+            item.result = outcome.Error(exc)
+    try:
+        _make_durable([fd for _, fd in written], use_syncfs=use_syncfs)
+    except OSError as exc:
+        for item, _ in written:
+            item.result = outcome.Error(exc)
+    finally:
+        for _, fd in written:
+            os.close(fd)
+    directories: set[str] = set()
+    for item, _ in written:
+        if item.result is not None:
+            continue
+        assert item.temp is not None
+        try:
+            final = item.publish(item.temp)
+        except (OSError, StreamerError) as exc:
+            item.result = outcome.Error(exc)
+            continue
+        item.result = outcome.Value(final)
+        if final is not None:
+            directories.add(os.path.dirname(item.temp))
+    failed = _fsync_directories(directories)
+    for item, _ in written:
+        assert item.temp is not None
+        published = isinstance(item.result, outcome.Value) and item.result.value is not None
+        if published and os.path.dirname(item.temp) in failed:
+            item.result = outcome.Error(failed[os.path.dirname(item.temp)])
+        elif isinstance(item.result, outcome.Error):  # a failed file leaves no temp behind
+            with contextlib.suppress(OSError):
+                os.unlink(item.temp)
+
+
+def _write_temp(temp: str, item: Staged) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temp, flags, 0o666)
+    try:
+        view = memoryview(item.data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if item.mtime_ns is not None:
+            os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return fd
+
+
+def _make_durable(fds: list[int], *, use_syncfs: bool) -> None:
+    if len(fds) == 1 or not use_syncfs or _syncfs is None:
+        for fd in fds:
+            os.fsync(fd)
+        return
+    devices: dict[int, int] = {}
+    for fd in fds:
+        devices.setdefault(os.fstat(fd).st_dev, fd)
+    for fd in devices.values():
+        sync_filesystem(fd)
+
+
+def _fsync_directories(directories: set[str]) -> dict[str, OSError]:
+    failed: dict[str, OSError] = {}
+    for directory in directories:
+        try:
+            fsync_dir(directory)
+        except OSError as exc:
+            failed[directory] = exc
+    return failed
+
+
+class GroupCommit:
+    """Batches :class:`Staged` commits (see the module docstring); one per storage.
+
+    While a batch runs, new commits queue; when it ends, one of the committers
+    still waiting runs the next batch with all of them. ``max_batch`` bounds a
+    batch (and the file descriptors it holds open).
+    """
+
+    def __init__(self, *, max_batch: int = 256, use_syncfs: bool = True) -> None:
+        self._pending: list[Staged] = []
+        self._running = False
+        self._batch_done = trio.Event()
+        self._max_batch = max_batch
+        self._use_syncfs = use_syncfs
+        self.batches = 0
+        """Batches run so far (for tests and metrics)."""
+
+    async def commit(self, item: Staged) -> str | None:
+        """Write, flush and publish ``item`` in the next batch; its final name, or
+        ``None`` when skipped. Raises the item's own OSError."""
+        self._pending.append(item)
+        try:
+            while item.result is None:
+                if not self._running and item in self._pending:
+                    await self._run_batch()
+                else:
+                    await self._wait(item)
+        except BaseException:
+            if item in self._pending:  # cancelled before its batch: nothing on disk yet
+                self._pending.remove(item)
+            raise
+        return item.result.unwrap()
+
+    async def _wait(self, item: Staged) -> None:
+        done = self._batch_done
+        if item in self._pending:
+            await done.wait()  # cancellable: the item is still only in memory
+        else:
+            with trio.CancelScope(shield=True):  # its batch is writing it: see it through
+                await done.wait()
+
+    async def _run_batch(self) -> None:
+        batch = self._pending[: self._max_batch]
+        del self._pending[: self._max_batch]
+        self._running = True
+        try:
+            await trio.to_thread.run_sync(lambda: commit_batch(batch, use_syncfs=self._use_syncfs))
+        finally:
+            self.batches += 1
+            for item in batch:
+                if item.result is None:  # the thread itself failed (e.g. MemoryError)
+                    item.result = outcome.Error(OSError("group commit failed"))
+            self._running = False
+            done, self._batch_done = self._batch_done, trio.Event()
+            done.set()

@@ -1,0 +1,192 @@
+"""PooledTransport: connection reuse, bounds, closes and error mapping, against a real
+keep-alive HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpcore
+import httpx
+import pytest
+import trio
+
+from streamer._storage.httppool import (
+    HOLD_WRITE,
+    JOIN_WRITE,
+    PooledTransport,
+    _CoalescingStream,
+)
+
+
+class _Counting(ThreadingHTTPServer):
+    daemon_threads = True
+    connections = 0
+    close_after_reply = False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Counting
+
+    def setup(self) -> None:
+        super().setup()
+        type(self.server).connections += 1
+
+    def do_GET(self) -> None:
+        body = self.path.encode() * 100
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        if self.server.close_after_reply:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = hashlib.sha256(data).hexdigest().encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[_Counting]:
+    srv = type("Srv", (_Counting,), {})(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _url(srv: _Counting, path: str) -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}{path}"
+
+
+async def _get(transport: PooledTransport, url: str, wait: float = 5.0) -> bytes:
+    request = httpx.Request("GET", url, extensions={"timeout": httpx.Timeout(wait).as_dict()})
+    response = await transport.handle_async_request(request)
+    try:
+        return b"".join([piece async for piece in response.aiter_raw()])
+    finally:
+        await response.aclose()
+
+
+async def test_sequential_requests_reuse_one_connection(server: _Counting) -> None:
+    async with PooledTransport(max_connections=4) as transport:
+        for n in range(20):
+            assert await _get(transport, _url(server, f"/{n}")) == f"/{n}".encode() * 100
+    assert type(server).connections == 1
+
+
+async def test_parallel_requests_open_at_most_max_connections(server: _Counting) -> None:
+    async with PooledTransport(max_connections=3) as transport, trio.open_nursery() as nursery:
+        for n in range(30):
+            nursery.start_soon(_get, transport, _url(server, f"/{n}"))
+    assert 1 <= type(server).connections <= 3
+
+
+async def test_a_connection_the_server_closed_is_replaced(server: _Counting) -> None:
+    server.close_after_reply = True
+    async with PooledTransport(max_connections=2) as transport:
+        for n in range(5):
+            assert await _get(transport, _url(server, f"/{n}")) == f"/{n}".encode() * 100
+    assert type(server).connections == 5
+
+
+async def test_pool_timeout_when_every_connection_is_busy(server: _Counting) -> None:
+    async with PooledTransport(max_connections=1) as transport:
+        held = await transport.handle_async_request(httpx.Request("GET", _url(server, "/a")))
+        try:
+            with pytest.raises(httpx.PoolTimeout):
+                await _get(transport, _url(server, "/b"), wait=0.2)
+        finally:
+            await held.aclose()
+        assert await _get(transport, _url(server, "/c")) == b"/c" * 100  # slot freed
+
+
+async def test_connect_errors_are_httpx_errors() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    async with PooledTransport(max_connections=1) as transport:
+        with pytest.raises(httpx.ConnectError):
+            await _get(transport, f"http://127.0.0.1:{port}/")
+        with pytest.raises(httpx.ConnectError):  # the failed attempt freed its slot
+            await _get(transport, f"http://127.0.0.1:{port}/", wait=0.5)
+
+
+async def test_cancelled_request_frees_its_slot(server: _Counting) -> None:
+    async with PooledTransport(max_connections=1) as transport:
+        with trio.CancelScope() as scope:
+            response = await transport.handle_async_request(
+                httpx.Request("GET", _url(server, "/x"))
+            )
+            scope.cancel()
+            try:
+                await trio.sleep(1)
+            finally:
+                await response.aclose()
+        assert await _get(transport, _url(server, "/y"), wait=1) == b"/y" * 100
+
+
+class _Recorder(httpcore.AsyncNetworkStream):
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        self.sent.append(bytes(buffer))
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        self.sent.append(b"<read>")
+        return b""
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_small_writes_go_out_together_before_a_read() -> None:
+    inner = _Recorder()
+    stream = _CoalescingStream(inner)
+    await stream.write(b"HEAD")
+    await stream.write(b"")
+    assert inner.sent == []  # held
+    await stream.write(b"body")
+    await stream.read(10)
+    assert inner.sent == [b"HEADbody", b"<read>"]
+
+
+async def test_a_big_write_is_not_held() -> None:
+    inner = _Recorder()
+    stream = _CoalescingStream(inner)
+    big = b"x" * (JOIN_WRITE + 1)
+    await stream.write(b"HEAD")
+    await stream.write(big)
+    assert inner.sent == [b"HEAD", big]  # too big to copy: the held head goes first
+    await stream.write(b"y" * (HOLD_WRITE + 1))
+    assert len(inner.sent) == 3
+
+
+async def test_requests_with_small_bodies_arrive_whole(server: _Counting) -> None:
+    async with PooledTransport(max_connections=1) as transport:
+        for size in (0, 1, 100, HOLD_WRITE, HOLD_WRITE + 1, JOIN_WRITE + 1):
+            body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+            request = httpx.Request("POST", _url(server, "/echo"), content=body)
+            response = await transport.handle_async_request(request)
+            try:
+                echoed = b"".join([piece async for piece in response.aiter_raw()])
+            finally:
+                await response.aclose()
+            assert echoed == hashlib.sha256(body).hexdigest().encode()
+    assert type(server).connections == 1
