@@ -8,19 +8,26 @@ With ``sign_payload`` off, object and part bodies are sent as
 ``UNSIGNED-PAYLOAD`` instead (what the AWS CLI does over HTTPS): one SHA-256
 pass less per byte uploaded, the wire left to TCP's and TLS's checks.
 
-Every operation here is idempotent for streamer's purposes (a retried part
-upload or complete lands the same bytes under the same key), so every request
-is retried on connection errors, 5xx (but 501), 429 and S3's throttling codes,
-with exponential backoff and full jitter. Sleeps use :func:`trio.sleep`, so a
-``MockClock`` drives them; :attr:`S3Client.retries` counts the retries.
+Requests are retried on connection errors, 5xx (but 501), 429 and S3's
+throttling codes, with exponential backoff and full jitter. Nearly every
+operation is idempotent for streamer's purposes (a retried part upload lands the
+same bytes under the same key); the two that are not are made safe where they
+are sent: an interrupted CreateMultipartUpload aborts the uploads it may have
+created before it is retried (:meth:`S3Client.create_multipart_upload`), and a
+retried CompleteMultipartUpload that finds its upload gone checks by HEAD that
+the object it completed is there (:meth:`S3Client.complete_multipart_upload`).
+Sleeps use :func:`trio.sleep`, so a ``MockClock`` drives them;
+:attr:`S3Client.retries` counts the retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
 from urllib.parse import quote, urlsplit
@@ -30,7 +37,8 @@ import trio
 from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 
-from .._concurrency import open_nursery
+from .._concurrency import cleanup, open_nursery
+from .._errors import StorageError
 from .._netio import tune_client_reads
 from .._retry import Backoff
 from . import s3xml
@@ -46,6 +54,7 @@ MAX_RESPONSE_BYTES = 16 * MiB  # cap on buffered (XML) response bodies
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 USER_AGENT = "streamer"
+NO_SUCH_UPLOAD = "NoSuchUpload"
 
 
 class _Signer(S3SigV4Auth):  # type: ignore[misc]
@@ -109,6 +118,8 @@ class S3Client:
         )
         self._stack = AsyncExitStack()
         self._nursery: trio.Nursery | None = None
+        #: Uploads aborted as created by an attempt whose answer was lost.
+        self.orphans_aborted = 0
 
     async def __aenter__(self) -> Self:
         await self._stack.enter_async_context(self._http)
@@ -228,19 +239,22 @@ class S3Client:
         ``error_in_body``: a 200 may carry an ``<Error>`` document (Complete, Copy).
         """
 
-        async def attempt() -> _Reply:
-            response = await self._send(req)
-            try:
-                body = await self._read_body(response, req)
-            finally:
-                await close_response(response)
-            if response.status_code not in ok:
-                raise self._error(req, response.status_code, body)
-            if error_in_body and (parsed := s3xml.parse_error(body)) is not None:
-                raise s3_error(parsed[1], code=parsed[0], status=response.status_code)
-            return _Reply(response.status_code, response.headers, body)
+        return await self._retrying(partial(self._attempt, req, ok, error_in_body))
 
-        return await self._retrying(attempt)
+    async def _attempt(
+        self, req: _Request, ok: Sequence[int] = (200,), error_in_body: bool = False
+    ) -> _Reply:
+        """One attempt of :meth:`_call`."""
+        response = await self._send(req)
+        try:
+            body = await self._read_body(response, req)
+        finally:
+            await close_response(response)
+        if response.status_code not in ok:
+            raise self._error(req, response.status_code, body)
+        if error_in_body and (parsed := s3xml.parse_error(body)) is not None:
+            raise s3_error(parsed[1], code=parsed[0], status=response.status_code)
+        return _Reply(response.status_code, response.headers, body)
 
     async def _open(self, req: _Request, *, ok: Sequence[int]) -> httpx.Response:
         """Send ``req`` (with retries) and return the response with its body still unread."""
@@ -392,13 +406,50 @@ class S3Client:
     # -- multipart uploads ----------------------------------------------------
 
     async def create_multipart_upload(
-        self, bucket: str, key: str, *, metadata: Mapping[str, str]
+        self, bucket: str, key: str, *, metadata: Mapping[str, str], owned: bool = False
     ) -> str:
-        """Start a multipart upload to ``key``; returns its upload id."""
+        """Start a multipart upload to ``key``; returns its upload id.
+
+        Not idempotent: an attempt whose answer never arrives (dropped connection,
+        5xx, an unreadable body, the caller's cancellation) may have created an
+        upload whose id is never learnt. Such an attempt, before it is retried or
+        its error (or cancellation) goes on, aborts the uploads to exactly ``key``
+        that are not known to be someone else's: with ``owned`` (the key is the
+        caller's alone, a staging key) every one; otherwise those missing from a
+        listing taken before the first attempt (one ListMultipartUploads more per
+        upload, and no clock involved: moto, for one, reports a fixed
+        ``Initiated``). An upload to the same key that someone else starts
+        meanwhile is aborted too; its CompleteMultipartUpload then fails
+        (``NoSuchUpload``): an error, never a wrong object. A 4xx answer created
+        nothing and is left alone. :attr:`orphans_aborted` counts the aborts.
+        """
         req = _Request(
             "POST", bucket, key, query=[("uploads", "")], headers=_meta_headers(metadata)
         )
-        return s3xml.parse_upload_id((await self._call(req)).body)
+        known = None if owned else await self._upload_ids(bucket, key)
+
+        async def attempt() -> str:
+            try:
+                return s3xml.parse_upload_id((await self._attempt(req)).body)
+            except BaseException as exc:
+                if not (isinstance(exc, S3Error) and 400 <= exc.status < 500):
+                    await cleanup(self._abort_orphans, bucket, key, known)
+                raise
+
+        return await self._retrying(attempt)
+
+    async def _upload_ids(self, bucket: str, key: str) -> set[str]:
+        """The ids of the uploads in progress to exactly ``key``."""
+        listed = await self.list_multipart_uploads(bucket, key)
+        return {upload.upload_id for upload in listed if upload.key == key}
+
+    async def _abort_orphans(self, bucket: str, key: str, known: set[str] | None) -> None:
+        """Abort the uploads to exactly ``key`` whose ids are not in ``known`` (``None``:
+        all). Best effort: errors are swallowed, the attempt's own error is what matters."""
+        with contextlib.suppress(StorageError):
+            for upload_id in await self._upload_ids(bucket, key) - (known or set()):
+                await self.abort_multipart_upload(bucket, key, upload_id)
+                self.orphans_aborted += 1
 
     async def upload_part(
         self, bucket: str, key: str, upload_id: str, number: int, body: Body
@@ -447,10 +498,16 @@ class S3Client:
         etags: list[str],
         *,
         if_none_match: bool = False,
+        landed: Callable[[ObjectInfo], bool] | None = None,
     ) -> str:
         """Assemble parts 1..n (``etags`` in order) into the object; returns its ETag.
 
         ``if_none_match``: only if the key does not exist (else ``PreconditionFailed``).
+        ``landed``: whether an object found at ``key`` is the one this upload makes
+        (size, ``sha256`` metadata). A retry that finds the upload gone
+        (``NoSuchUpload``: an earlier attempt completed it, its answer lost) HEADs
+        the key and returns that object's ETag if ``landed`` accepts it; otherwise,
+        or without ``landed``, ``NoSuchUpload`` is raised.
         """
         body = s3xml.complete_body(etags)
         headers = {"If-None-Match": "*"} if if_none_match else {}
@@ -463,7 +520,22 @@ class S3Client:
             body=body,
             payload_sha256=await sha256_hex(body),
         )
-        return s3xml.parse_etag((await self._call(req, error_in_body=True)).body)
+        tries = 0
+
+        async def attempt() -> str:
+            nonlocal tries
+            tries += 1
+            try:
+                return s3xml.parse_etag((await self._attempt(req, error_in_body=True)).body)
+            except S3NotFound as exc:
+                if exc.code != NO_SUCH_UPLOAD or tries == 1 or landed is None:
+                    raise
+                info = await self.head_object(bucket, key)
+                if info is None or not landed(info):
+                    raise
+                return info.etag
+
+        return await self._retrying(attempt)
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Discard an upload and its parts; an already gone upload is fine."""
@@ -471,5 +543,5 @@ class S3Client:
         try:
             await self._call(req, ok=(200, 204))
         except S3NotFound as exc:
-            if exc.code != "NoSuchUpload":
+            if exc.code != NO_SUCH_UPLOAD:
                 raise

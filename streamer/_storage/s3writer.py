@@ -63,6 +63,7 @@ from .s3settings import MAX_PARTS
 
 if TYPE_CHECKING:
     from .s3 import S3Storage
+    from .s3object import ObjectInfo
 
 SHA256_KEY = "sha256"
 MAX_COPY_OBJECT = 5 * 1024**3  # S3's limit for a single CopyObject
@@ -182,7 +183,7 @@ class S3Writer:
             else:
                 self._staging_dirty = True
                 self._upload_id = await self._client.create_multipart_upload(
-                    self._bucket, self._staging, metadata={}
+                    self._bucket, self._staging, metadata={}, owned=True
                 )
         data = self._buffer.take()
         self._has_slot = False
@@ -303,7 +304,12 @@ class S3Writer:
         assert self._upload_id is not None and key == self._path
         completed = await _unless_taken(
             self._client.complete_multipart_upload(
-                self._bucket, key, self._upload_id, self._etags, if_none_match=exclusive
+                self._bucket,
+                key,
+                self._upload_id,
+                self._etags,
+                if_none_match=exclusive,
+                landed=self._landed(self._announced.get(SHA256_KEY) if self._announced else None),
             )
         )
         self._direct_pending = not completed
@@ -313,7 +319,7 @@ class S3Writer:
         """Complete the staging object (every part uploaded); returns its ETag."""
         assert self._upload_id is not None
         return await self._client.complete_multipart_upload(
-            self._bucket, self._staging, self._upload_id, self._etags
+            self._bucket, self._staging, self._upload_id, self._etags, landed=self._landed(None)
         )
 
     async def _copy(
@@ -350,7 +356,12 @@ class S3Writer:
                 nursery.start_soon(copy_part, index, start, end)
         try:
             await self._client.complete_multipart_upload(
-                self._bucket, key, upload_id, etags, if_none_match=exclusive
+                self._bucket,
+                key,
+                upload_id,
+                etags,
+                if_none_match=exclusive,
+                landed=self._landed(metadata.get(SHA256_KEY)),
             )
         except S3Error as exc:
             if exc.code != PRECONDITION_FAILED:
@@ -359,6 +370,17 @@ class S3Writer:
             return False
         self._publishing = None
         return True
+
+    def _landed(self, sha256: str | None) -> Callable[[ObjectInfo], bool]:
+        """Whether an object is the one a completed upload of ours made: our size and,
+        when given, our ``sha256`` metadata (a staging key is ours alone: size only)."""
+
+        def check(info: ObjectInfo) -> bool:
+            return info.size == self._size and (
+                sha256 is None or info.metadata.get(SHA256_KEY) == sha256
+            )
+
+        return check
 
     async def _copy_whole(
         self, source: tuple[str, str, str], metadata: dict[str, str], key: str, exclusive: bool
