@@ -28,10 +28,11 @@ and the object appears complete, metadata included, or not at all.
 uploading bytes that would be discarded), then write with ``If-None-Match: *``
 (PutObject, CompleteMultipartUpload) so a racing writer cannot be overwritten.
 A server that answers 501 to conditional writes is remembered and gets the
-HEAD-then-write fallback (best effort). Objects smaller than a copy part are
-published by one CopyObject; servers that ignore ``If-None-Match`` there (moto)
-leave only the HEAD probe guarding ``skip``/``rename``. A 412 whose object carries our SHA-256
-and size is taken to be our own write landing on a retried request.
+HEAD-then-write fallback (best effort). Objects up to ``copy_object_max`` (S3's
+5 GiB) are published by one CopyObject, bigger ones by UploadPartCopy; servers
+that ignore ``If-None-Match`` on CopyObject (moto) leave only the HEAD probe
+guarding ``skip``/``rename``. A 412 whose object carries our SHA-256 and size
+is taken to be our own write landing on a retried request.
 
 A process that dies mid-write leaves its multipart upload behind: the staging
 one is found again by :meth:`S3Storage.sweep` (its key names the writer's tag);
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
     from .s3object import ObjectInfo
 
 SHA256_KEY = "sha256"
-MAX_COPY_OBJECT = 5 * 1024**3  # S3's limit for a single CopyObject
 MTIME_KEY = "mtime"
 MAX_RENAME_ATTEMPTS = 10_000
 _MTIME = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
@@ -327,7 +327,7 @@ class S3Writer:
     ) -> bool:
         """Publish ``source`` (bucket, key, etag) as ``key`` by a parallel multipart copy."""
         source_bucket, source_key, source_etag = source
-        if self._size <= MAX_COPY_OBJECT:  # one request; some servers lack UploadPartCopy
+        if self._size <= self._storage.settings.copy_object_max:  # some servers lack UploadPartCopy
             return await self._copy_whole(source, metadata, key, exclusive)
         await self._abort_publishing()  # an earlier attempt's, e.g. before a 501 fallback
         upload_id = await self._client.create_multipart_upload(self._bucket, key, metadata=metadata)
@@ -385,7 +385,7 @@ class S3Writer:
     async def _copy_whole(
         self, source: tuple[str, str, str], metadata: dict[str, str], key: str, exclusive: bool
     ) -> bool:
-        """One CopyObject: for objects below a copy part (empty ones included)."""
+        """One CopyObject: for objects up to ``copy_object_max`` (empty ones included)."""
         source_bucket, source_key, source_etag = source
         return await _unless_taken(
             self._client.copy_object(
