@@ -5,7 +5,11 @@ Files of a job are copied with bounded parallelism; each goes source → sha256 
 progress → destination writer through :func:`~streamer._pipeline.pump`, and is
 published only after every byte was hashed and the size matched the plan (a
 size planned as ``UNKNOWN_SIZE``, from an HTTP import without Content-Length,
-is recorded as read instead) and the content matched a declared SHA-256.
+is recorded as read instead) and the content matched every SHA-256 declared:
+the listing's (``Entry.sha256``) and the one the source learns while being read
+(:class:`~streamer._storage.DeclaringSource`: an S3 object's
+``x-amz-meta-sha256``, which a listing does not carry). A mismatch fails the
+file with ``ChecksumMismatch`` and nothing is published.
 
 A big file (> 64 MiB) from a source serving ranges (S3) to a writer that takes
 bytes in place (local disk) is fetched as parallel ranges written where they
@@ -22,6 +26,7 @@ to publish if they hash to anything else (the file changed in between).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 
 import msgspec
 
@@ -31,6 +36,7 @@ from .._pipeline import Progress, Sha256, pump
 from .._storage import (
     Conflict,
     CopyResult,
+    DeclaringSource,
     DigestFirst,
     HashableSource,
     PositionalWriter,
@@ -39,7 +45,7 @@ from .._storage import (
     Storage,
     Writer,
 )
-from .._storage.base import UNKNOWN_SIZE
+from .._storage.base import UNKNOWN_SIZE, Declare
 from .._storage.registry import Locations
 from .._storage.s3writer import S3Writer
 from .engine import JobControl
@@ -76,8 +82,10 @@ class CopyRunner:
 
     resumable = True
 
-    def __init__(self, locations: Locations) -> None:
+    def __init__(self, locations: Locations, *, in_place_file: int = IN_PLACE_FILE) -> None:
+        """``in_place_file``: files bigger than this from ranged sources go in place."""
         self._locations = locations
+        self._in_place_file = in_place_file
 
     def _storages(self, job: Job) -> tuple[Storage, Storage, Conflict]:
         spec = msgspec.convert(job.spec, TransferSpec)
@@ -132,7 +140,10 @@ class CopyRunner:
             progress = Progress(lambda loaded: control.file_progress(file, loaded))
             writer = await _open_writer(file, source, destination, conflict, staging_tag(job, file))
             try:
-                sha256 = await _move_bytes(file, source, writer, progress)
+                declared: list[str] = []  # what the source declares, learned while reading
+                sha256 = await _move_bytes(
+                    file, source, writer, progress, declared.append, self._in_place_file
+                )
                 if file.size == UNKNOWN_SIZE:  # an import that could not tell beforehand
                     control.file_sized(file, progress.total)
                 elif progress.total != file.size:
@@ -141,11 +152,7 @@ class CopyRunner:
                         f"(size {file.size} → {progress.total})",
                         code="SourceChanged",
                     )
-                if file.expected_sha256 and file.expected_sha256 != sha256:
-                    raise ChecksumMismatch(
-                        f"{file.source}: content hashes to {sha256}, "
-                        f"the source declares {file.expected_sha256}"
-                    )
+                _verify(file, sha256, declared)
                 final = await writer.commit(sha256=sha256, mtime_ns=file.mtime_ns)
             finally:
                 await cleanup(writer.abort)
@@ -162,34 +169,60 @@ class CopyRunner:
             control.file_completed(file, sha256=result.sha256, final_path=result.path)
 
 
-async def _move_bytes(file: FileTask, source: Storage, writer: Writer, progress: Progress) -> str:
+def _verify(file: FileTask, sha256: str, declared: list[str]) -> None:
+    """``ChecksumMismatch`` unless ``sha256`` is every digest declared for ``file``."""
+    for expected in filter(None, [file.expected_sha256, *declared]):
+        if expected != sha256:
+            raise ChecksumMismatch(
+                f"{file.source}: content hashes to {sha256}, the source declares {expected}"
+            )
+
+
+async def _move_bytes(
+    file: FileTask,
+    source: Storage,
+    writer: Writer,
+    progress: Progress,
+    declare: Declare,
+    in_place_file: int,
+) -> str:
     """Copy ``file``'s bytes from ``source`` into ``writer``, counted by ``progress``;
-    returns their SHA-256 (hex). A big file whose source serves ranges and whose
-    writer takes them in place goes by :func:`copy_in_place`; anything else streams
-    through the pump (source → sha256 → progress → writer)."""
+    returns their SHA-256 (hex); ``declare`` is told what the source declares it
+    should be, if anything. A file bigger than ``in_place_file`` whose source serves
+    ranges and whose writer takes them in place goes by :func:`copy_in_place`;
+    anything else streams through the pump (source → sha256 → progress → writer)."""
     if (
-        file.size > IN_PLACE_FILE
+        file.size > in_place_file
         and isinstance(source, RangedSource)
         and isinstance(writer, PositionalWriter)
     ):
-        return await copy_in_place(source, file.source, file.size, writer, progress)
+        return await copy_in_place(source, file.source, file.size, writer, progress, declare)
     if 0 <= file.size <= SMALL_CHUNK:
-        return await _move_small(file, source, writer, progress)
+        return await _move_small(file, source, writer, progress, declare)
     digest = Sha256()
-    chunks = source.read(file.source, chunk_size=chunk_size_for(file.size, writer))
+    chunks = _read(source, file.source, chunk_size_for(file.size, writer), declare)
     await pump(chunks, [digest, progress], writer)
     assert digest.hexdigest is not None
     return digest.hexdigest
 
 
-async def _move_small(file: FileTask, source: Storage, writer: Writer, progress: Progress) -> str:
+def _read(source: Storage, path: str, chunk_size: int, declare: Declare) -> AsyncIterator[bytes]:
+    """``source.read``, telling ``declare`` what a :class:`DeclaringSource` declares."""
+    if isinstance(source, DeclaringSource):
+        return source.read_declaring(path, chunk_size=chunk_size, declare=declare)
+    return source.read(path, chunk_size=chunk_size)
+
+
+async def _move_small(
+    file: FileTask, source: Storage, writer: Writer, progress: Progress, declare: Declare
+) -> str:
     """:func:`_move_bytes` for a file planned to fit in one chunk: read whole, hashed
     inline, written in one call, without a pump's tasks and channels (their cost
     dominated small files). A file that grew is still read only to one byte past
     its planned size (the caller then reports the change)."""
     pieces: list[bytes] = []
     size = 0
-    chunks = source.read(file.source, chunk_size=SMALL_CHUNK)
+    chunks = _read(source, file.source, SMALL_CHUNK, declare)
     try:
         async for chunk in chunks:
             pieces.append(chunk)

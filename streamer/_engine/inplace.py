@@ -18,20 +18,30 @@ import trio
 from .._concurrency import open_nursery
 from .._errors import StorageError
 from .._pipeline import Progress
-from .._storage.base import PositionalWriter, RangedSource
+from .._storage.base import Declare, PositionalWriter, RangedSource
 
 
 async def copy_in_place(
-    source: RangedSource, path: str, size: int, writer: PositionalWriter, progress: Progress
+    source: RangedSource,
+    path: str,
+    size: int,
+    writer: PositionalWriter,
+    progress: Progress,
+    declare: Declare | None = None,
 ) -> str:
     """Copy ``path`` (expected to be ``size`` bytes) into ``writer``; returns the SHA-256
-    (hex) of the bytes written. ``SourceChanged`` if the source is not ``size`` bytes
-    or changes meanwhile; the caller aborts the writer on any error."""
-    actual, version = await source.pin(path)
-    if actual != size:
+    (hex) of the bytes written. ``declare`` is told the SHA-256 the pinned version
+    declares, if any (the caller verifies it). ``SourceChanged`` if the source is not
+    ``size`` bytes or changes meanwhile; the caller aborts the writer on any error."""
+    pinned = await source.pin(path)
+    if pinned.size != size:
         raise StorageError(
-            f"{path} changed before being copied (size {size} → {actual})", code="SourceChanged"
+            f"{path} changed before being copied (size {size} → {pinned.size})",
+            code="SourceChanged",
         )
+    if pinned.sha256 is not None and declare is not None:
+        declare(pinned.sha256)
+    version = pinned.version
     await writer.preallocate(size)
     step = source.range_size
     ranges = [(start, min(start + step, size)) for start in range(0, size, step)]

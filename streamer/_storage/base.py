@@ -166,6 +166,34 @@ class HashableSource(Protocol):
         ...
 
 
+#: Told the SHA-256 (hex) a source declares for the content it is reading.
+Declare = Callable[[str], None]
+
+
+@runtime_checkable
+class DeclaringSource(Protocol):
+    """A source that learns while reading what a file declares it hashes to, which
+    its listing may not carry (S3: the ``x-amz-meta-sha256`` of the version a GET
+    delivers; ListObjectsV2 has no user metadata). The reader verifies it."""
+
+    def read_declaring(
+        self, path: str, *, chunk_size: int, declare: Declare
+    ) -> AsyncIterator[bytes]:
+        """:meth:`Storage.read`, calling ``declare`` with the declared SHA-256 (when the
+        file has one) before the first chunk."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """One version of a file, as :meth:`RangedSource.pin` found it: its size, a tag
+    of that version, and the SHA-256 it declares (``None``: none)."""
+
+    size: int
+    version: str
+    sha256: str | None = None
+
+
 #: Takes ``(offset, piece, stop)``: the next bytes of a range at ``offset``;
 #: ``stop`` is where the range ends.
 Deliver = Callable[[int, memoryview, int], Awaitable[None]]
@@ -179,8 +207,8 @@ class RangedSource(Protocol):
     range_size: int
     ranges_in_flight: int
 
-    async def pin(self, path: str) -> tuple[int, str]:
-        """The file's size and a tag of its current version; SourceNotFound if missing."""
+    async def pin(self, path: str) -> Pinned:
+        """The file's current version (size, tag, declared SHA-256); SourceNotFound if missing."""
         ...
 
     async def fetch_range(

@@ -17,7 +17,7 @@ from .. import _paths
 from .._concurrency import cleanup
 from .._errors import InvalidPath, SourceNotFound
 from .background import BackgroundTasks
-from .base import Conflict, CopyResult, Deliver, Entry
+from .base import Conflict, CopyResult, Declare, Deliver, Entry, Pinned
 from .local import is_temp_name
 from .s3client import S3Client
 from .s3object import ObjectInfo, stream_range
@@ -39,16 +39,25 @@ def _is_listable(key: str) -> bool:
         return False
 
 
+def declared_sha256(info: ObjectInfo) -> str | None:
+    """The SHA-256 the object's ``x-amz-meta-sha256`` declares (``None``: absent or not hex)."""
+    sha256 = info.metadata.get(SHA256_KEY, "").lower()
+    return sha256 if _HEX64.fullmatch(sha256) else None
+
+
 def _entry(path: str, info: ObjectInfo) -> Entry:
     """A file entry: ``mtime_ns`` is the writer-recorded mtime when present, else LastModified."""
-    sha256 = info.metadata.get(SHA256_KEY, "").lower()
     mtime_ns = parse_mtime(info.metadata.get(MTIME_KEY, ""))
     return Entry(
         path,
         info.size,
         info.last_modified_ns if mtime_ns is None else mtime_ns,
-        sha256=sha256 if _HEX64.fullmatch(sha256) else None,
+        sha256=declared_sha256(info),
     )
+
+
+def _ignore(sha256: str) -> None:
+    del sha256
 
 
 class S3Storage:
@@ -91,7 +100,8 @@ class S3Storage:
 
     async def walk(self, path: str) -> list[Entry]:
         """Every key under ``path/``, sorted; sizes and LastModified come from the
-        listing, ``sha256`` stays ``None`` (:meth:`stat` fills it).
+        listing, ``sha256`` stays ``None`` (:meth:`stat` fills it; a copy learns it
+        from the GET, see :meth:`read_declaring`).
 
         Keys ending in ``/`` (folder markers), staging keys, and keys that are not
         clean relative paths (``a//b``, ``a/../b``) are left out. A non-root
@@ -107,9 +117,16 @@ class S3Storage:
         entries.sort(key=lambda e: e.path)
         return entries
 
-    async def read(self, path: str, *, chunk_size: int) -> AsyncGenerator[bytes]:
+    def read(self, path: str, *, chunk_size: int) -> AsyncGenerator[bytes]:
+        """:meth:`read_declaring`, ignoring what the object declares."""
+        return self.read_declaring(path, chunk_size=chunk_size, declare=_ignore)
+
+    async def read_declaring(
+        self, path: str, *, chunk_size: int, declare: Declare
+    ) -> AsyncGenerator[bytes]:
         """Stream the object by ranged GETs of ``part_size``, up to ``parts_in_flight``
-        in parallel, all pinned to the ETag of the first.
+        in parallel, all pinned to the ETag of the first; ``declare`` is told the
+        first GET's ``x-amz-meta-sha256`` (that version's) before any chunk.
 
         Raises ``NoSuchKey``/``NoSuchBucket`` (both :class:`SourceNotFound`) or
         ``SourceChanged`` if the object is replaced mid-read. Close the iterator
@@ -117,6 +134,9 @@ class S3Storage:
         """
         part = self.settings.part_size
         info, first = await self.client.get_range(self.bucket, path, start=0, end=part)
+        sha256 = declared_sha256(info)
+        if sha256 is not None:
+            declare(sha256)
         if info.size <= part:
             for chunk in _split(first, chunk_size):
                 yield chunk
@@ -131,12 +151,13 @@ class S3Storage:
         finally:
             await cleanup(parts.close)
 
-    async def pin(self, path: str) -> tuple[int, str]:
-        """The object's size and ETag (:class:`~streamer._storage.base.RangedSource`)."""
+    async def pin(self, path: str) -> Pinned:
+        """The object's size, ETag and declared sha256, by HEAD
+        (:class:`~streamer._storage.base.RangedSource`)."""
         info = await self.client.head_object(self.bucket, path)
         if info is None:
             raise SourceNotFound(f"{path}: no such key in bucket {self.bucket!r}")
-        return info.size, info.etag
+        return Pinned(info.size, info.etag, declared_sha256(info))
 
     async def fetch_range(
         self, path: str, *, start: int, end: int, version: str, deliver: Deliver

@@ -8,19 +8,23 @@ With ``sign_payload`` off, object and part bodies are sent as
 ``UNSIGNED-PAYLOAD`` instead (what the AWS CLI does over HTTPS): one SHA-256
 pass less per byte uploaded, the wire left to TCP's and TLS's checks.
 
-Every operation here is idempotent for streamer's purposes (a retried part
-upload or complete lands the same bytes under the same key), so every request
-is retried on connection errors, 5xx (but 501), 429 and S3's throttling codes,
-with exponential backoff and full jitter. Sleeps use :func:`trio.sleep`, so a
-``MockClock`` drives them; :attr:`S3Client.retries` counts the retries.
+Requests are retried on connection errors, 5xx (but 501), 429 and S3's
+throttling codes, with exponential backoff and full jitter. Nearly every
+operation is idempotent for streamer's purposes (a retried part upload lands the
+same bytes under the same key); the two that are not are made safe where they
+are sent: an interrupted CreateMultipartUpload aborts the uploads it may have
+created before it is retried (:meth:`S3Client.create_multipart_upload`), and a
+retried CompleteMultipartUpload that finds its upload gone checks by HEAD that
+the object it completed is there (:meth:`S3Client.complete_multipart_upload`).
+Sleeps use :func:`trio.sleep`, so a ``MockClock`` drives them;
+:attr:`S3Client.retries` counts the retries.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
 from urllib.parse import quote, urlsplit
@@ -36,14 +40,15 @@ from .._retry import Backoff
 from . import s3xml
 from .httppool import PooledTransport
 from .s3body import Body, SlicedBody, sha256_hex
-from .s3errors import S3Error, S3NotFound, code_for_status, s3_error, transport_errors
+from .s3errors import S3Error, code_for_status, s3_error, transport_errors
+from .s3multipart import MultipartOps
 from .s3object import ObjectInfo, close_response, read_range
+from .s3request import Reply, Request, copy_source, meta_headers
 from .s3settings import MiB, S3Settings
 
 T = TypeVar("T")
 
 MAX_RESPONSE_BYTES = 16 * MiB  # cap on buffered (XML) response bodies
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 USER_AGENT = "streamer"
 
@@ -55,36 +60,7 @@ class _Signer(S3SigV4Auth):  # type: ignore[misc]
         return str(request.context["payload_sha256"])
 
 
-@dataclass(frozen=True, slots=True)
-class _Request:
-    method: str
-    bucket: str
-    key: str = ""
-    query: Sequence[tuple[str, str]] = ()
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: Body = b""
-    payload_sha256: str = EMPTY_SHA256
-
-    def describe(self) -> str:
-        return f"{self.method} s3://{self.bucket}/{self.key}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int
-    headers: httpx.Headers
-    body: bytes
-
-
-def _meta_headers(metadata: Mapping[str, str]) -> dict[str, str]:
-    return {f"x-amz-meta-{name}": value for name, value in metadata.items()}
-
-
-def _copy_source(bucket: str, key: str) -> str:
-    return quote(f"{bucket}/{key}", safe="/~")
-
-
-class S3Client:
+class S3Client(MultipartOps):
     """Speaks S3 to one endpoint; use as ``async with S3Client(settings) as client``.
 
     Inside the ``async with`` the client owns a connection pool and a service
@@ -109,6 +85,8 @@ class S3Client:
         )
         self._stack = AsyncExitStack()
         self._nursery: trio.Nursery | None = None
+        #: Uploads aborted as created by an attempt whose answer was lost.
+        self.orphans_aborted = 0
 
     async def __aenter__(self) -> Self:
         await self._stack.enter_async_context(self._http)
@@ -151,7 +129,7 @@ class S3Client:
             )
         return url
 
-    async def _send(self, req: _Request) -> httpx.Response:
+    async def _send(self, req: Request) -> httpx.Response:
         """One signed attempt; returns the response with its body unread."""
         url = self.url(req.bucket, req.key, req.query)
         signed = AWSRequest(method=req.method, url=url, headers=dict(req.headers))
@@ -175,7 +153,7 @@ class S3Client:
         response.request = request
         return response
 
-    async def _read_body(self, response: httpx.Response, req: _Request) -> bytes:
+    async def _read_body(self, response: httpx.Response, req: Request) -> bytes:
         """The whole body, at most MAX_RESPONSE_BYTES; read to the end (see s3object)."""
         if req.method == "HEAD":
             return b""  # Content-Length is the object's size; there is no body
@@ -199,7 +177,7 @@ class S3Client:
                 chunks.append(chunk)
         return b"".join(chunks)
 
-    def _error(self, req: _Request, status: int, body: bytes) -> S3Error:
+    def _error(self, req: Request, status: int, body: bytes) -> S3Error:
         parsed = s3xml.parse_error(body) if body else None
         if parsed is not None:
             code, message = parsed
@@ -221,28 +199,31 @@ class S3Client:
         return await self._backoff.run(attempt, S3Error)
 
     async def _call(
-        self, req: _Request, *, ok: Sequence[int] = (200,), error_in_body: bool = False
-    ) -> _Reply:
+        self, req: Request, *, ok: Sequence[int] = (200,), error_in_body: bool = False
+    ) -> Reply:
         """Send ``req`` (with retries) and read the whole (capped) response body.
 
         ``error_in_body``: a 200 may carry an ``<Error>`` document (Complete, Copy).
         """
 
-        async def attempt() -> _Reply:
-            response = await self._send(req)
-            try:
-                body = await self._read_body(response, req)
-            finally:
-                await close_response(response)
-            if response.status_code not in ok:
-                raise self._error(req, response.status_code, body)
-            if error_in_body and (parsed := s3xml.parse_error(body)) is not None:
-                raise s3_error(parsed[1], code=parsed[0], status=response.status_code)
-            return _Reply(response.status_code, response.headers, body)
+        return await self._retrying(partial(self._attempt, req, ok, error_in_body))
 
-        return await self._retrying(attempt)
+    async def _attempt(
+        self, req: Request, ok: Sequence[int] = (200,), error_in_body: bool = False
+    ) -> Reply:
+        """One attempt of :meth:`_call`."""
+        response = await self._send(req)
+        try:
+            body = await self._read_body(response, req)
+        finally:
+            await close_response(response)
+        if response.status_code not in ok:
+            raise self._error(req, response.status_code, body)
+        if error_in_body and (parsed := s3xml.parse_error(body)) is not None:
+            raise s3_error(parsed[1], code=parsed[0], status=response.status_code)
+        return Reply(response.status_code, response.headers, body)
 
-    async def _open(self, req: _Request, *, ok: Sequence[int]) -> httpx.Response:
+    async def _open(self, req: Request, *, ok: Sequence[int]) -> httpx.Response:
         """Send ``req`` (with retries) and return the response with its body still unread."""
 
         async def attempt() -> httpx.Response:
@@ -269,7 +250,7 @@ class S3Client:
     async def head_bucket(self, bucket: str) -> None:
         """Raises ``NoSuchBucket`` (a :class:`S3NotFound`) or ``AccessDenied`` unless reachable."""
         try:
-            await self._call(_Request("HEAD", bucket))
+            await self._call(Request("HEAD", bucket))
         except S3Error as exc:
             if exc.status == 404:
                 raise s3_error(
@@ -289,7 +270,7 @@ class S3Client:
         ]
         if token is not None:
             query.append(("continuation-token", token))
-        reply = await self._call(_Request("GET", bucket, query=query))
+        reply = await self._call(Request("GET", bucket, query=query))
         return s3xml.parse_object_page(reply.body)
 
     async def list_objects(self, bucket: str, prefix: str) -> list[s3xml.ObjectSummary]:
@@ -310,7 +291,7 @@ class S3Client:
         while True:
             query = [("uploads", ""), ("prefix", prefix), ("encoding-type", "url"), *markers]
             page = s3xml.parse_upload_page(
-                (await self._call(_Request("GET", bucket, query=query))).body
+                (await self._call(Request("GET", bucket, query=query))).body
             )
             found += page.uploads
             if page.next_key_marker is None:
@@ -323,14 +304,14 @@ class S3Client:
 
     async def head_object(self, bucket: str, key: str) -> ObjectInfo | None:
         """The object's size, ETag and metadata; ``None`` on 404 (no key, or no bucket)."""
-        reply = await self._call(_Request("HEAD", bucket, key), ok=(200, 404))
+        reply = await self._call(Request("HEAD", bucket, key), ok=(200, 404))
         if reply.status == 404:
             return None
         return ObjectInfo.from_headers(reply.headers, int(reply.headers.get("content-length", 0)))
 
     async def get_response(self, bucket: str, key: str, headers: dict[str, str]) -> httpx.Response:
         """A GET with ``headers`` (retried) whose 200/206 response body is still unread."""
-        return await self._open(_Request("GET", bucket, key, headers=headers), ok=(200, 206))
+        return await self._open(Request("GET", bucket, key, headers=headers), ok=(200, 206))
 
     async def get_range(
         self, bucket: str, key: str, *, start: int, end: int, etag: str | None = None
@@ -353,16 +334,16 @@ class S3Client:
         ``payload_sha256``: :meth:`payload_hash` of ``body``, when already known.
         ``if_none_match``: only if the key does not exist (else ``PreconditionFailed``).
         """
-        headers = _meta_headers(metadata)
+        headers = meta_headers(metadata)
         if if_none_match:
             headers["If-None-Match"] = "*"
         digest = payload_sha256 or await self.payload_hash(body)
-        req = _Request("PUT", bucket, key, headers=headers, body=body, payload_sha256=digest)
+        req = Request("PUT", bucket, key, headers=headers, body=body, payload_sha256=digest)
         return str((await self._call(req)).headers.get("etag", ""))
 
     async def delete_object(self, bucket: str, key: str) -> None:
         """Delete ``key``; deleting a missing key succeeds."""
-        await self._call(_Request("DELETE", bucket, key), ok=(200, 204))
+        await self._call(Request("DELETE", bucket, key), ok=(200, 204))
 
     async def copy_object(
         self,
@@ -379,97 +360,12 @@ class S3Client:
 
         ``metadata`` replaces the source's user metadata; ``source_etag`` pins the source.
         """
-        headers = {"x-amz-copy-source": _copy_source(source_bucket, source_key)}
+        headers = {"x-amz-copy-source": copy_source(source_bucket, source_key)}
         if metadata is not None:
-            headers |= _meta_headers(metadata) | {"x-amz-metadata-directive": "REPLACE"}
+            headers |= meta_headers(metadata) | {"x-amz-metadata-directive": "REPLACE"}
         if source_etag:
             headers["x-amz-copy-source-if-match"] = source_etag
         if if_none_match:
             headers["If-None-Match"] = "*"
-        reply = await self._call(_Request("PUT", bucket, key, headers=headers), error_in_body=True)
+        reply = await self._call(Request("PUT", bucket, key, headers=headers), error_in_body=True)
         return s3xml.parse_etag(reply.body)
-
-    # -- multipart uploads ----------------------------------------------------
-
-    async def create_multipart_upload(
-        self, bucket: str, key: str, *, metadata: Mapping[str, str]
-    ) -> str:
-        """Start a multipart upload to ``key``; returns its upload id."""
-        req = _Request(
-            "POST", bucket, key, query=[("uploads", "")], headers=_meta_headers(metadata)
-        )
-        return s3xml.parse_upload_id((await self._call(req)).body)
-
-    async def upload_part(
-        self, bucket: str, key: str, upload_id: str, number: int, body: Body
-    ) -> str:
-        """Upload part ``number`` (1-based); returns its ETag."""
-        query = [("partNumber", str(number)), ("uploadId", upload_id)]
-        req = _Request(
-            "PUT",
-            bucket,
-            key,
-            query=query,
-            body=body,
-            payload_sha256=await self.payload_hash(body),
-        )
-        return str((await self._call(req)).headers.get("etag", ""))
-
-    async def upload_part_copy(
-        self,
-        bucket: str,
-        key: str,
-        upload_id: str,
-        number: int,
-        *,
-        source_bucket: str,
-        source_key: str,
-        start: int,
-        end: int,
-        source_etag: str | None = None,
-    ) -> str:
-        """Make part ``number`` from bytes ``[start, end)`` of another object; returns its ETag."""
-        headers = {
-            "x-amz-copy-source": _copy_source(source_bucket, source_key),
-            "x-amz-copy-source-range": f"bytes={start}-{end - 1}",
-        }
-        if source_etag:
-            headers["x-amz-copy-source-if-match"] = source_etag
-        query = [("partNumber", str(number)), ("uploadId", upload_id)]
-        req = _Request("PUT", bucket, key, query=query, headers=headers)
-        return s3xml.parse_etag((await self._call(req, error_in_body=True)).body)
-
-    async def complete_multipart_upload(
-        self,
-        bucket: str,
-        key: str,
-        upload_id: str,
-        etags: list[str],
-        *,
-        if_none_match: bool = False,
-    ) -> str:
-        """Assemble parts 1..n (``etags`` in order) into the object; returns its ETag.
-
-        ``if_none_match``: only if the key does not exist (else ``PreconditionFailed``).
-        """
-        body = s3xml.complete_body(etags)
-        headers = {"If-None-Match": "*"} if if_none_match else {}
-        req = _Request(
-            "POST",
-            bucket,
-            key,
-            query=[("uploadId", upload_id)],
-            headers=headers,
-            body=body,
-            payload_sha256=await sha256_hex(body),
-        )
-        return s3xml.parse_etag((await self._call(req, error_in_body=True)).body)
-
-    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
-        """Discard an upload and its parts; an already gone upload is fine."""
-        req = _Request("DELETE", bucket, key, query=[("uploadId", upload_id)])
-        try:
-            await self._call(req, ok=(200, 204))
-        except S3NotFound as exc:
-            if exc.code != "NoSuchUpload":
-                raise

@@ -15,6 +15,7 @@ GiB = 1024 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
+MAX_COPY_OBJECT = 5 * GiB  # S3's limit for a single CopyObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +28,10 @@ class S3Settings:
     ``part_size`` is the size of multipart parts and of ranged GETs; a read or
     a write holds at most ``parts_in_flight`` of them in memory, and moves that
     many in parallel. ``copy_part_size`` is the part size of server-side
-    multipart copies. ``sign_payload`` off sends object and part bodies as
-    ``UNSIGNED-PAYLOAD`` (see :mod:`streamer._storage.s3client`).
+    multipart copies (UploadPartCopy), used for objects over ``copy_object_max``
+    bytes (at most S3's 5 GiB CopyObject limit); smaller ones take one CopyObject.
+    ``sign_payload`` off sends object and part bodies as ``UNSIGNED-PAYLOAD``
+    (see :mod:`streamer._storage.s3client`).
     Retries back off from ``backoff_base`` seconds, doubling up to ``backoff_max``.
     """
 
@@ -44,6 +47,7 @@ class S3Settings:
     backoff_base: float = 0.25
     backoff_max: float = 20.0
     copy_part_size: int = 512 * MiB
+    copy_object_max: int = MAX_COPY_OBJECT
     list_page_size: int = 1000
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
@@ -62,6 +66,10 @@ class S3Settings:
         for name in ("parts_in_flight", "list_page_size", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"s3 {name} must be at least 1")
+        if not 0 <= self.copy_object_max <= MAX_COPY_OBJECT:
+            raise ConfigError(
+                f"s3 copy_object_max must be between 0 and 5 GiB, not {self.copy_object_max}"
+            )
         if self.max_retries < 0:
             raise ConfigError("s3 max_retries must not be negative")
 

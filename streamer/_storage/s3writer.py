@@ -28,10 +28,11 @@ and the object appears complete, metadata included, or not at all.
 uploading bytes that would be discarded), then write with ``If-None-Match: *``
 (PutObject, CompleteMultipartUpload) so a racing writer cannot be overwritten.
 A server that answers 501 to conditional writes is remembered and gets the
-HEAD-then-write fallback (best effort). Objects smaller than a copy part are
-published by one CopyObject; servers that ignore ``If-None-Match`` there (moto)
-leave only the HEAD probe guarding ``skip``/``rename``. A 412 whose object carries our SHA-256
-and size is taken to be our own write landing on a retried request.
+HEAD-then-write fallback (best effort). Objects up to ``copy_object_max`` (S3's
+5 GiB) are published by one CopyObject, bigger ones by UploadPartCopy; servers
+that ignore ``If-None-Match`` on CopyObject (moto) leave only the HEAD probe
+guarding ``skip``/``rename``. A 412 whose object carries our SHA-256 and size
+is taken to be our own write landing on a retried request.
 
 A process that dies mid-write leaves its multipart upload behind: the staging
 one is found again by :meth:`S3Storage.sweep` (its key names the writer's tag);
@@ -63,9 +64,9 @@ from .s3settings import MAX_PARTS
 
 if TYPE_CHECKING:
     from .s3 import S3Storage
+    from .s3object import ObjectInfo
 
 SHA256_KEY = "sha256"
-MAX_COPY_OBJECT = 5 * 1024**3  # S3's limit for a single CopyObject
 MTIME_KEY = "mtime"
 MAX_RENAME_ATTEMPTS = 10_000
 _MTIME = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
@@ -182,7 +183,7 @@ class S3Writer:
             else:
                 self._staging_dirty = True
                 self._upload_id = await self._client.create_multipart_upload(
-                    self._bucket, self._staging, metadata={}
+                    self._bucket, self._staging, metadata={}, owned=True
                 )
         data = self._buffer.take()
         self._has_slot = False
@@ -303,7 +304,12 @@ class S3Writer:
         assert self._upload_id is not None and key == self._path
         completed = await _unless_taken(
             self._client.complete_multipart_upload(
-                self._bucket, key, self._upload_id, self._etags, if_none_match=exclusive
+                self._bucket,
+                key,
+                self._upload_id,
+                self._etags,
+                if_none_match=exclusive,
+                landed=self._landed(self._announced.get(SHA256_KEY) if self._announced else None),
             )
         )
         self._direct_pending = not completed
@@ -313,7 +319,7 @@ class S3Writer:
         """Complete the staging object (every part uploaded); returns its ETag."""
         assert self._upload_id is not None
         return await self._client.complete_multipart_upload(
-            self._bucket, self._staging, self._upload_id, self._etags
+            self._bucket, self._staging, self._upload_id, self._etags, landed=self._landed(None)
         )
 
     async def _copy(
@@ -321,7 +327,7 @@ class S3Writer:
     ) -> bool:
         """Publish ``source`` (bucket, key, etag) as ``key`` by a parallel multipart copy."""
         source_bucket, source_key, source_etag = source
-        if self._size <= MAX_COPY_OBJECT:  # one request; some servers lack UploadPartCopy
+        if self._size <= self._storage.settings.copy_object_max:  # some servers lack UploadPartCopy
             return await self._copy_whole(source, metadata, key, exclusive)
         await self._abort_publishing()  # an earlier attempt's, e.g. before a 501 fallback
         upload_id = await self._client.create_multipart_upload(self._bucket, key, metadata=metadata)
@@ -350,7 +356,12 @@ class S3Writer:
                 nursery.start_soon(copy_part, index, start, end)
         try:
             await self._client.complete_multipart_upload(
-                self._bucket, key, upload_id, etags, if_none_match=exclusive
+                self._bucket,
+                key,
+                upload_id,
+                etags,
+                if_none_match=exclusive,
+                landed=self._landed(metadata.get(SHA256_KEY)),
             )
         except S3Error as exc:
             if exc.code != PRECONDITION_FAILED:
@@ -360,10 +371,21 @@ class S3Writer:
         self._publishing = None
         return True
 
+    def _landed(self, sha256: str | None) -> Callable[[ObjectInfo], bool]:
+        """Whether an object is the one a completed upload of ours made: our size and,
+        when given, our ``sha256`` metadata (a staging key is ours alone: size only)."""
+
+        def check(info: ObjectInfo) -> bool:
+            return info.size == self._size and (
+                sha256 is None or info.metadata.get(SHA256_KEY) == sha256
+            )
+
+        return check
+
     async def _copy_whole(
         self, source: tuple[str, str, str], metadata: dict[str, str], key: str, exclusive: bool
     ) -> bool:
-        """One CopyObject: for objects below a copy part (empty ones included)."""
+        """One CopyObject: for objects up to ``copy_object_max`` (empty ones included)."""
         source_bucket, source_key, source_etag = source
         return await _unless_taken(
             self._client.copy_object(

@@ -112,6 +112,16 @@ def test_tree_of_2000_files_and_s3_to_s3(s3_node: Node, bucket: str, admin: Any)
     listed = admin.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="tree/")
     assert sum(len(page.get("Contents", [])) for page in listed) == 2000
 
+    back = {"type": "local", "locationId": "local-0", "path": "/back"}
+    job = s3_node.wait(post(s3_node, s3_body(items, source=remote, destination=back)), timeout=120)
+    assert job["status"] == "completed" and job["filesCompleted"] == 2000, job["errors"][:3]
+    landed = {
+        str(path.relative_to(s3_node.data / "back/tree")): digest(path.read_bytes())
+        for path in (s3_node.data / "back/tree").rglob("*")
+        if path.is_file()
+    }
+    assert landed == {name: digest(data) for name, data in contents.items()}
+
     copy = {"type": "s3", "locationId": bucket, "path": "copy"}
     job = s3_node.wait(
         post(
@@ -126,6 +136,40 @@ def test_tree_of_2000_files_and_s3_to_s3(s3_node: Node, bucket: str, admin: Any)
     )
     body = admin.get_object(Bucket=bucket, Key="copy/tree/d07/f0007.txt")["Body"].read()
     assert body == b"file 7\n"
+
+
+def test_buckets_outside_the_allow_list_are_refused(
+    tmp_path: Path, moto_server: MotoServer, bucket: str, admin: Any
+) -> None:
+    unlisted = f"{bucket}-unlisted"
+    admin.create_bucket(Bucket=unlisted)
+    admin.put_object(Bucket=unlisted, Key="a.txt", Body=b"unlisted")
+    node = Node(tmp_path / "home", s3_config(moto_server, buckets=[bucket])).start()
+    try:
+        tree(node.data / "src", {"a.txt": b"a"})
+        local = {"type": "local", "locationId": "local-0", "path": "/src"}
+        item = [{"path": "a.txt", "type": "file"}]
+        refused = {"type": "s3", "locationId": unlisted, "path": ""}
+        with node.client() as client:
+            for body in (
+                s3_body(item, source=local, destination=refused),
+                s3_body(item, source=refused, destination=local | {"path": "/dst"}),
+            ):
+                for route in ("/api/transfer", "/api/transfer/check-conflicts"):
+                    answer = client.post(route, json=body)
+                    assert answer.status_code == 400, answer.text
+                    assert answer.json()["error"] == "unknown_location"
+                    assert unlisted in answer.json()["message"]
+            assert client.get("/api/transfer").json()["jobs"] == []  # no job was queued
+        listed = {"type": "s3", "locationId": bucket, "path": ""}
+        assert (
+            node.wait(post(node, s3_body(item, source=local, destination=listed)))["status"]
+            == "completed"
+        )
+        assert [o["Key"] for o in admin.list_objects_v2(Bucket=unlisted)["Contents"]] == ["a.txt"]
+        assert not (node.data / "dst").exists()
+    finally:
+        node.kill()
 
 
 def test_conflicts_on_s3_destinations(s3_node: Node, bucket: str, admin: Any) -> None:

@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 
 import pytest
 
 from streamer._storage.s3 import S3Storage
 from streamer._storage.s3client import S3Client
 from streamer._storage.s3settings import MiB, S3Settings
+from tests.support.faultproxy import FaultProxy, fault_proxy
 from tests.support.moto import REGION, MotoServer
 
-__all__ = ["PART", "MotoServer"]
+__all__ = ["PART", "MotoServer", "Proxied"]
 PART = 5 * MiB  # S3's minimum part size: the smallest multipart objects
+
+
+@dataclass
+class Proxied:
+    """A client and storage whose requests go through a fault proxy to moto."""
+
+    proxy: FaultProxy
+    client: S3Client
+    storage: S3Storage
+
+
+@pytest.fixture
+async def proxied(
+    moto_server: MotoServer, settings: S3Settings, bucket: str
+) -> AsyncIterator[Proxied]:
+    async with fault_proxy(moto_server.port) as proxy:
+        through = replace(settings, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+        async with S3Client(through) as client:
+            yield Proxied(proxy, client, S3Storage(bucket, client))
 
 
 @pytest.fixture

@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 
 from streamer._storage.base import Conflict
 from streamer._storage.s3 import S3Storage
-from streamer._storage.s3client import S3Client
 from streamer._storage.s3errors import S3Error
 from streamer._storage.s3settings import S3Settings
-from tests.support.faultproxy import FaultProxy, RequestHead, fault_proxy, s3_error_body
+from tests.support.faultproxy import RequestHead, s3_error_body
 
-from .conftest import PART, MotoServer
+from .conftest import PART, Proxied
 from .helpers import download, keys, randbytes, sha, upload, uploads
-
-
-@dataclass
-class Proxied:
-    proxy: FaultProxy
-    client: S3Client
-    storage: S3Storage
-
-
-@pytest.fixture
-async def proxied(
-    moto_server: MotoServer, settings: S3Settings, bucket: str
-) -> AsyncIterator[Proxied]:
-    async with fault_proxy(moto_server.port) as proxy:
-        through = replace(settings, endpoint_url=f"http://127.0.0.1:{proxy.port}")
-        async with S3Client(through) as client:
-            yield Proxied(proxy, client, S3Storage(bucket, client))
 
 
 def range_start(request: RequestHead) -> int:

@@ -17,7 +17,7 @@ from streamer._engine.inplace import copy_in_place
 from streamer._errors import StorageError
 from streamer._pipeline import Progress
 from streamer._storage import LocalStorage
-from streamer._storage.base import Conflict
+from streamer._storage.base import Conflict, Pinned
 from streamer._storage.registry import Locations
 from streamer._storage.s3 import S3Storage
 from tests.e2e.node import staging_files
@@ -36,7 +36,7 @@ class Counting(S3Storage):
     running = 0
     most = 0
 
-    async def pin(self, path: str) -> tuple[int, str]:
+    async def pin(self, path: str) -> Pinned:
         pinned = await super().pin(path)
         if self.replace_with is not None:
             self.admin.put_object(Bucket=self.bucket, Key=path, Body=self.replace_with)

@@ -15,8 +15,11 @@ from streamer._engine.transfer import TransferSpec, kind_of, plan
 from streamer._storage.registry import Locations
 
 
-async def run_job(tmp_path: Path, where: Locations, body: dict[str, Any]) -> tuple[Job, Store]:
-    """Plan ``body`` (a ``POST /api/transfer`` body) over ``where`` and run it to its end.
+async def run_job(
+    tmp_path: Path, where: Locations, body: dict[str, Any], **runner: Any
+) -> tuple[Job, Store]:
+    """Plan ``body`` (a ``POST /api/transfer`` body) over ``where`` and run it to its end
+    (``runner``: :class:`CopyRunner` options, e.g. ``in_place_file``).
 
     Returns the job as the engine left it (files included) and the store it
     persisted to (state under ``tmp_path / "state"``; the caller closes it).
@@ -25,7 +28,7 @@ async def run_job(tmp_path: Path, where: Locations, body: dict[str, Any]) -> tup
     planned = await plan(spec, where)
     job = Job(id=new_job_id(), kind=kind_of(spec), spec=planned.spec.to_json(), files=planned.files)
     store = Store(str(tmp_path / "state"))
-    engine = Engine(store, {job.kind: CopyRunner(where)})
+    engine = Engine(store, {job.kind: CopyRunner(where, **runner)})
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         engine.submit(job)
