@@ -324,7 +324,7 @@ class Worker:
         if not await trio.to_thread.run_sync(output.is_file):
             raise JobFailed(f"the command exited 0 but wrote no {output.name}", retry=False)
         self.reporter.event(job_id, f"command done in {trio.current_time() - started:.1f} s")
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:  # a failed upload surfaces as itself
             # The source is done with: free its disk and page cache while the result
             # uploads (a retry downloads it again anyway).
             nursery.start_soon(partial(trio.to_thread.run_sync, partial(_remove, source)))
