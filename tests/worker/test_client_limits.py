@@ -17,8 +17,11 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from streamer._config import WorkerConfig
+from streamer._worker.models import WorkLimits
 from streamer.client._jobs import Claim, WorkerClient
-from streamer.client._runner import Worker, WorkerSettings
+from streamer.client._runner import DEFAULT_COMMAND_TIMEOUT, Worker, WorkerSettings
+from streamer.client._wire import DEFAULT_TIMEOUT
 
 DATA = os.urandom(300_000)
 #: What the fake node's claim answer says (seconds).
@@ -144,3 +147,15 @@ def test_a_claim_without_limits_or_with_bad_ones_leaves_them_to_the_worker() -> 
     assert (odd.download_timeout, odd.upload_timeout, odd.command_timeout) == (None, None, None)
     good = Claim.from_answer({"job": JOB, "token": "t", **CLAIMED})
     assert (good.download_timeout, good.upload_timeout, good.command_timeout) == (40, 50, 60)
+
+
+def test_the_defaults_agree_between_the_node_and_the_worker() -> None:
+    """30 min per transfer, 6 h per command: in the config, the claim, the worker."""
+    config = WorkerConfig()
+    assert WorkLimits() == WorkLimits(
+        download=config.download_timeout,
+        upload=config.upload_timeout,
+        command=config.command_timeout,
+    )
+    assert config.download_timeout == config.upload_timeout == DEFAULT_TIMEOUT == 1800
+    assert config.command_timeout == DEFAULT_COMMAND_TIMEOUT == 21600
