@@ -156,6 +156,7 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     sweep_interval: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     download_timeout: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
     upload_timeout: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
+    command_timeout: Annotated[float, msgspec.Meta(gt=0)] = 21600.0
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -65,11 +65,16 @@ class WorkerJobList(msgspec.Struct):
     jobs: list[WorkerJobShape]
 
 
-class Claimed(msgspec.Struct):
-    """The claimed job and its job token (the credential of everything about it)."""
+class Claimed(msgspec.Struct, rename="camel"):
+    """The claimed job, its job token (the credential of everything about it) and the
+    seconds the worker may spend on its download, command and upload (the node's
+    ``worker.download_timeout``, ``command_timeout``, ``upload_timeout``)."""
 
     job: WorkerJobShape
     token: str
+    download_timeout: float
+    upload_timeout: float
+    command_timeout: float
 
 
 class ResultStored(msgspec.Struct, rename="camel"):
@@ -196,7 +201,16 @@ async def claim() -> Response:
     if claimed is None:
         return Response(b"", status=204)
     job, token = claimed
-    return json_response({"job": job_json(job), "token": token})
+    limits = workers().limits
+    return json_response(
+        {
+            "job": job_json(job),
+            "token": token,
+            "downloadTimeout": limits.download,
+            "uploadTimeout": limits.upload,
+            "commandTimeout": limits.command,
+        }
+    )
 
 
 @blueprint.post(PREFIX + "/jobs/<job_id>/heartbeat")

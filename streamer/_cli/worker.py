@@ -75,7 +75,10 @@ def register(commands: Any) -> None:
     run.add_argument("--parallel", type=_positive_int, default=1, help="jobs at once (1)")
     run.add_argument("--worker-id", default=None, help="this worker's name (host-pid)")
     run.add_argument(
-        "--timeout", type=_seconds, default=None, help="seconds a command may run (no limit)"
+        "--timeout",
+        type=_seconds,
+        default=None,
+        help="seconds a command may run (the server's worker.command_timeout, else 21600)",
     )
     run.add_argument(
         "--poll", type=_seconds, default=5.0, help="seconds between claims when idle (5)"
@@ -83,12 +86,13 @@ def register(commands: Any) -> None:
     run.add_argument(
         "--grace", type=_seconds, default=30.0, help="seconds jobs get to finish on stop (30)"
     )
-    run.add_argument(
-        "--download-timeout", type=_seconds, default=DEFAULT_TIMEOUT, help="seconds (1800)"
-    )
-    run.add_argument(
-        "--upload-timeout", type=_seconds, default=DEFAULT_TIMEOUT, help="seconds (1800)"
-    )
+    for name in ("download", "upload"):
+        run.add_argument(
+            f"--{name}-timeout",
+            type=_seconds,
+            default=None,
+            help=f"seconds for one {name} (the server's worker.{name}_timeout, else 1800)",
+        )
     run.add_argument("--max-jobs", type=_positive_int, default=None, help="stop after N jobs")
     run.set_defaults(handler=_run)
 

@@ -52,6 +52,16 @@ class FailRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     retry: bool = False
 
 
+class WorkLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """Seconds a worker may spend on a claimed job's source ``download``, its
+    ``command`` and its result ``upload`` (``worker.*_timeout``), sent with every
+    claim; a worker's own flags override them."""
+
+    download: float = 1800.0
+    upload: float = 1800.0
+    command: float = 21600.0
+
+
 class WorkerJob(msgspec.Struct, kw_only=True):
     """One job as stored. ``source_*`` caches the source's hash with the size and
     mtime it was taken at; ``upload_*`` is what the current attempt's upload declared

@@ -40,7 +40,7 @@ from .._pipeline import Sha256, capped, write_through
 from .._storage import Conflict as ConflictPolicy
 from .._storage.local import LocalStorage
 from .._storage.registry import Locations
-from .models import CreateJob, JobStatus, WorkerJob
+from .models import CreateJob, JobStatus, WorkerJob, WorkLimits
 from .staged import StagedHashes, staged_file
 from .store import WorkerJobStore
 from .tokens import JobClaims, JobTokenSigner
@@ -81,7 +81,8 @@ class Received:
 
 
 class WorkerJobs:
-    """See the module docstring. ``clock`` gives seconds since the epoch (tests drive it)."""
+    """See the module docstring. ``clock`` gives seconds since the epoch (tests drive it);
+    ``limits`` are the time limits every claim tells its worker."""
 
     def __init__(
         self,
@@ -93,9 +94,11 @@ class WorkerJobs:
         max_attempts: int = 3,
         token_ttl: float = 86400.0,
         sweep_interval: float = 10.0,
+        limits: WorkLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.limits = limits or WorkLimits()
         self.signer = signer
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from .._auth import TokenAuth
 from .._keys import load_or_create_token_key
+from .models import WorkLimits
 from .service import WorkerJobs
 from .store import WorkerJobStore
 from .tokens import JobTokenSigner
@@ -29,6 +30,11 @@ def build_worker_jobs(config: Config, locations: Locations) -> WorkerJobs:
         max_attempts=settings.max_attempts,
         token_ttl=settings.token_ttl,
         sweep_interval=settings.sweep_interval,
+        limits=WorkLimits(
+            download=settings.download_timeout,
+            upload=settings.upload_timeout,
+            command=settings.command_timeout,
+        ),
     )
 
 

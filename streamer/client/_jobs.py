@@ -34,10 +34,27 @@ DEFAULT_LEASE = 60.0
 
 @dataclass(frozen=True)
 class Claim:
-    """A claimed job (the server's job JSON) and its job token."""
+    """A claimed job (the server's job JSON), its job token, and the seconds the server
+    allows for its download, command and upload (None: it did not say, as a seed 004
+    server)."""
 
     job: dict[str, Any]
     token: str
+    download_timeout: float | None = None
+    upload_timeout: float | None = None
+    command_timeout: float | None = None
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> Claim:
+        """The claim in a ``POST /jobs/claim`` answer (time limits that are not
+        positive numbers are ignored)."""
+        return cls(
+            answer["job"],
+            answer["token"],
+            _seconds(answer.get("downloadTimeout")),
+            _seconds(answer.get("uploadTimeout")),
+            _seconds(answer.get("commandTimeout")),
+        )
 
     @property
     def id(self) -> str:
@@ -54,6 +71,12 @@ class Claim:
             return DEFAULT_LEASE
         lease = expires - granted
         return lease if lease > 0 else DEFAULT_LEASE
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return None
+    return float(value)
 
 
 def _parse_iso(value: str) -> float:
@@ -103,8 +126,7 @@ class WorkerClient:
         )
         if response.status_code == 204:
             return None
-        answer = response.json()
-        return Claim(answer["job"], answer["token"])
+        return Claim.from_answer(response.json())
 
     async def job(self, job_id: str) -> dict[str, Any]:
         answer: dict[str, Any] = (await self._call("GET", f"{PREFIX}/jobs/{job_id}")).json()
@@ -144,16 +166,19 @@ class WorkerClient:
         *,
         token: str | None = None,
         progress: ProgressCallback | None = None,
+        time_limit: float | None = None,
     ) -> DownloadResult:
         """The job's source into ``path`` (resumable, sha256-verified); ``token`` is the
-        job token (None: the client's own credential, e.g. the API token)."""
+        job token (None: the client's own credential, e.g. the API token); ``time_limit``
+        seconds for all of it (None: the client's ``download_timeout``). A download
+        that fails for good, its deadline included, removes its part file."""
         return await download(
             self.http,
             f"{PREFIX}/download-video",
             path,
             params={"job_id": job_id},
             headers=_bearer(token),
-            options=self._download_options,
+            options=_with_timeout(self._download_options, time_limit),
             progress=progress,
         )
 
@@ -164,9 +189,11 @@ class WorkerClient:
         *,
         token: str | None = None,
         progress: ProgressCallback | None = None,
+        time_limit: float | None = None,
     ) -> UploadResult:
         """Send ``path`` as the job's result (resumable, sha256-verified by the server);
-        on success the job is ``completed``. A big file is hashed while it is sent, its
+        on success the job is ``completed``; ``time_limit`` seconds for all of it (None:
+        the client's ``upload_timeout``). A big file is hashed while it is sent, its
         checksum sent with the last bytes (``checksum_last`` of :func:`upload`).
 
         If the answer to a complete upload was lost, the retry finds the job already
@@ -179,7 +206,7 @@ class WorkerClient:
                 path,
                 params={"job_id": job_id},
                 headers=_bearer(token),
-                options=self._upload_options,
+                options=_with_timeout(self._upload_options, time_limit),
                 progress=progress,
                 checksum_last=True,
             )
@@ -204,6 +231,10 @@ class WorkerClient:
             return None
         log.info("job %s: the result had landed before the answer was lost", job_id)
         return UploadResult(int(result.get("size", 0)), digest, 0, (), result)
+
+
+def _with_timeout(options: TransferOptions, seconds: float | None) -> TransferOptions:
+    return options if seconds is None else dataclasses.replace(options, timeout=seconds)
 
 
 def _bearer(token: str | None) -> Mapping[str, str]:

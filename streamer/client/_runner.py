@@ -6,10 +6,17 @@ the job's source and output paths) and in its own cancel scope, beside a task
 that renews its lease every third of the lease. The command is the
 ``settings.command`` template, split like a shell would (``shlex``) but run
 without one, with ``{input}`` and ``{output}`` replaced by the two paths; it must
-exit 0 and write ``{output}`` within ``command_timeout``, else the job is
+exit 0 and write ``{output}`` within the command's time limit, else the job is
 reported failed with the tail of its stderr. Transfers that fail for good
-report the job failed too (``retry`` when the failure was transient, so another
-attempt may succeed). A lease taken back by the server abandons the job.
+report the job failed too (``retry`` when the failure was transient or the
+transfer ran out of time, so another attempt, maybe on another worker, may
+succeed). A lease taken back by the server abandons the job.
+
+Time limits: the download, the command and the upload each get the
+``settings`` value when set, else the one the claim carries (the server's
+``worker.download_timeout``, ``command_timeout``, ``upload_timeout``), else
+:data:`~streamer.client._wire.DEFAULT_TIMEOUT` (transfers, 30 min) or
+:data:`DEFAULT_COMMAND_TIMEOUT` (6 h).
 
 ``stop`` (SIGTERM in ``streamer worker run``) ends the loop: no more claims;
 running jobs get ``grace_period`` seconds to finish, then they are released
@@ -42,6 +49,7 @@ from .http import ApiError, connect
 
 log = logging.getLogger("streamer.worker")
 
+DEFAULT_COMMAND_TIMEOUT = 21600.0  # seconds (6 h) when neither flag nor claim says
 STDERR_TAIL = 4000  # characters of a failed command's stderr sent with the failure
 PROGRESS_LOG_SECONDS = 5.0
 
@@ -60,7 +68,9 @@ def default_worker_id() -> str:
 class WorkerSettings:
     """What ``streamer worker run`` is told (see the module docstring).
 
-    ``max_jobs`` stops after claiming that many jobs (None: run until stopped).
+    ``command_timeout``, ``download_timeout``, ``upload_timeout``: seconds, None to
+    take each claim's (then the defaults). ``max_jobs`` stops after claiming that
+    many jobs (None: run until stopped).
     """
 
     command: str
@@ -70,8 +80,8 @@ class WorkerSettings:
     poll_interval: float = 5.0
     command_timeout: float | None = None
     grace_period: float = 30.0
-    download_timeout: float | None = DEFAULT_TIMEOUT
-    upload_timeout: float | None = DEFAULT_TIMEOUT
+    download_timeout: float | None = None
+    upload_timeout: float | None = None
     max_jobs: int | None = None
     options: TransferOptions = field(default_factory=TransferOptions)
 
@@ -295,7 +305,11 @@ class Worker:
             claim,
             "download",
             self.client.download_source(
-                job_id, source, token=claim.token, progress=self._progress(job_id, "download")
+                job_id,
+                source,
+                token=claim.token,
+                progress=self._progress(job_id, "download"),
+                time_limit=_limit(self.settings.download_timeout, claim.download_timeout),
             ),
         )
         self.reporter.event(
@@ -303,11 +317,14 @@ class Worker:
         )
         self.reporter.event(job_id, f"running {shlex.join(argv)}")
         started = trio.current_time()
-        await run_command(argv, self.settings.command_timeout, directory)
+        command_limit = _limit(
+            self.settings.command_timeout, claim.command_timeout, DEFAULT_COMMAND_TIMEOUT
+        )
+        await run_command(argv, command_limit, directory)
         if not await trio.to_thread.run_sync(output.is_file):
             raise JobFailed(f"the command exited 0 but wrote no {output.name}", retry=False)
         self.reporter.event(job_id, f"command done in {trio.current_time() - started:.1f} s")
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:  # a failed upload surfaces as itself
             # The source is done with: free its disk and page cache while the result
             # uploads (a retry downloads it again anyway).
             nursery.start_soon(partial(trio.to_thread.run_sync, partial(_remove, source)))
@@ -315,7 +332,11 @@ class Worker:
                 claim,
                 "upload",
                 self.client.upload_result(
-                    job_id, output, token=claim.token, progress=self._progress(job_id, "upload")
+                    job_id,
+                    output,
+                    token=claim.token,
+                    progress=self._progress(job_id, "upload"),
+                    time_limit=_limit(self.settings.upload_timeout, claim.upload_timeout),
                 ),
             )
         self.reporter.event(
@@ -329,7 +350,8 @@ class Worker:
         except ApiError as exc:
             if lost_lease(exc):
                 raise  # nothing to report: the job is not ours any more
-            raise JobFailed(f"{what} failed: {exc}", retry=exc.retryable) from None
+            retry = exc.retryable or exc.code == "timeout"  # a faster link may make it
+            raise JobFailed(f"{what} failed: {exc}", retry=retry) from None
         except OSError as exc:
             raise JobFailed(f"{what} failed: {exc}", retry=True) from None
 
@@ -395,14 +417,13 @@ async def run_worker(
     worker's token (status 401) or the worker routes (not enabled: 400).
     """
     async with connect(server, token) as http:
-        client = WorkerClient(
-            http,
-            settings.worker_id,
-            options=settings.options,
-            download_timeout=settings.download_timeout,
-            upload_timeout=settings.upload_timeout,
-        )
+        client = WorkerClient(http, settings.worker_id, options=settings.options)
         return await Worker(client, settings, reporter).run(stop)
+
+
+def _limit(flag: float | None, claimed: float | None, default: float = DEFAULT_TIMEOUT) -> float:
+    """The time limit in force: the worker's own ``flag``, else the claim's, else ``default``."""
+    return flag if flag is not None else claimed if claimed is not None else default
 
 
 def _remove(path: Path) -> None:

@@ -1,5 +1,5 @@
 """streamer.client.transfer in-process: retry schedule (MockClock), short bodies,
-checksum mismatches, resumed uploads; the server is an httpx.MockTransport."""
+checksum mismatches, resumed uploads, deadlines; the server is an httpx.MockTransport."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import itertools
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -337,6 +337,84 @@ async def test_checksum_last_after_a_cut_resumes_with_the_whole_files_checksum(
     assert [method for method, _ in server.log] == ["POST", "HEAD", "PATCH"]
     assert server.log[2][1]["x-checksum-sha256"] == sha(data)
     assert server.log[2][1]["content-length"] == str(len(data) - cut)
+
+
+async def _stall_past_the_deadline(
+    mock_clock: MockClock, transfer: Callable[[], Awaitable[object]], stalled: trio.Event
+) -> TransferError:
+    """Run ``transfer`` (with a 60 s deadline) until its peer has ``stalled``, then
+    move the clock past the deadline; what the transfer failed with."""
+    failures: list[TransferError] = []
+
+    async def run() -> None:
+        with pytest.raises(TransferError) as failed:
+            await transfer()
+        failures.append(failed.value)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await stalled.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert not failures  # still waiting on the peer: nothing times out early
+        mock_clock.jump(59)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not failures
+        mock_clock.jump(2)
+    (failure,) = failures
+    assert failure.code == "timeout" and not failure.retryable
+    assert "not done after 60 s" in str(failure)
+    return failure
+
+
+async def test_a_stalled_download_times_out_and_removes_its_part(
+    mock_clock: MockClock, tmp_path: Path
+) -> None:
+    target = tmp_path / "f.bin"
+    landed = trio.Event()  # bytes are in the part file
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield DATA[:100_000]
+        await trio.sleep_forever()  # the link stalls without closing
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"ETag": ETAG, "Content-Length": str(len(DATA)), "X-Checksum-Sha256": sha(DATA)}
+        return httpx.Response(200, headers=headers, content=trickle())
+
+    def progress(done: int, total: int | None) -> None:
+        if done > 0 and part_path(target).stat().st_size > 0:
+            landed.set()
+
+    async def transfer() -> None:
+        async with client(handler) as http:
+            options = TransferOptions(timeout=60, chunk_size=64 << 10)  # written at 64 KiB
+            await download(http, "/f", target, options=options, progress=progress)
+
+    await _stall_past_the_deadline(mock_clock, transfer, landed)
+    assert names(tmp_path) == []  # neither the part file nor its state
+
+
+async def test_a_stalled_upload_times_out(mock_clock: MockClock, tmp_path: Path) -> None:
+    source = tmp_path / "out.bin"
+    source.write_bytes(DATA)
+    stalled = trio.Event()
+    received = bytearray()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        async for piece in request.stream:
+            received.extend(piece)
+            stalled.set()
+            await trio.sleep_forever()  # the server stops reading
+        raise AssertionError("the body ended")
+
+    async def transfer() -> None:
+        async with client(handler) as http:
+            options = TransferOptions(timeout=60, chunk_size=64 << 10)
+            await upload(http, "/u", source, options=options)
+
+    await _stall_past_the_deadline(mock_clock, transfer, stalled)
+    assert 0 < len(received) < len(DATA)
+    assert source.read_bytes() == DATA  # the upload's own file is left alone
 
 
 def test_a_saved_state_must_match_its_part_file() -> None:

@@ -384,3 +384,41 @@ def test_expired_lease_returns_the_job_then_fails_it(tmp_path: Path) -> None:
             assert w.post("/api/worker/jobs/claim", json={"workerId": "w3"}).status_code == 204
     finally:
         node.kill()
+
+
+def test_claims_carry_the_time_limits_and_jobs_survive_a_restart(tmp_path: Path) -> None:
+    limits = {"download_timeout": 120, "upload_timeout": 240, "command_timeout": 600}
+    node = Node(tmp_path / "home", config={"worker": {"tokens": [WORKER_TOKEN], **limits}}).start()
+    try:
+        (node.data / "a.bin").write_bytes(b"a")
+        processing = create(node, "a.bin", "a.out", metadata={"n": 1})
+        pending = create(node, "a.bin", "b.out")
+        with node.client(WORKER_TOKEN) as client:
+            answer = client.post("/api/worker/jobs/claim", json={"workerId": "w1"}).json()
+        assert answer["job"]["id"] == processing["id"]
+        assert (answer["downloadTimeout"], answer["uploadTimeout"], answer["commandTimeout"]) == (
+            120,
+            240,
+            600,
+        )
+        for made in (processing, pending):  # the sources' hashes are in: nothing changes now
+            wait_for(lambda made=made: job_of(node, made["id"])["source"]["sha256"] is not None)
+        with node.client(WORKER_TOKEN) as client:
+            before = {j["id"]: j for j in client.get("/api/worker/jobs").json()["jobs"]}
+        node.stop()
+        node.start()
+        with node.client(WORKER_TOKEN) as client:
+            listed = client.get("/api/worker/jobs").json()["jobs"]
+            assert client.get("/api/worker/jobs?status=pending").json()["jobs"] == [
+                before[pending["id"]]
+            ]
+        assert {j["id"]: j for j in listed} == before  # every field as it was
+        assert before[processing["id"]]["status"] == "processing"
+        assert before[processing["id"]]["workerId"] == "w1"
+        assert before[processing["id"]]["metadata"] == {"n": 1}
+        assert before[pending["id"]]["status"] == "pending"
+        with worker(node, answer["token"]) as w:  # the claim's job token still holds
+            renewed = w.post(f"/api/worker/jobs/{processing['id']}/heartbeat")
+        assert renewed.status_code == 200 and renewed.json()["status"] == "processing"
+    finally:
+        node.kill()
