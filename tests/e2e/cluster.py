@@ -76,7 +76,7 @@ class Cluster:
 
     def stop(self) -> None:
         for node in (self.source, self.destination):
-            if node.proc is not None and node.proc.poll() is None:
+            if node.alive:
                 node.kill()
         self.panel.stop()
 

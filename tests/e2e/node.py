@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,22 @@ class Node:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @contextmanager
+    def serving(self) -> Iterator[Node]:
+        """The node started for the block; after it, stopped cleanly (SIGTERM, exit 0, no
+        traceback in its log), or killed when the block or the stop failed."""
+        try:
+            yield self.start()
+            assert self.stop() == 0
+            assert "Traceback" not in self.log(), self.log()
+        finally:
+            if self.alive:
+                self.kill()
 
     # -- HTTP --------------------------------------------------------------
 

@@ -63,13 +63,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, moto_server: MotoServer) -> 
     }
     node = Node(tmp_path_factory.mktemp("kinds") / "home", config)
     try:
-        node.start()
-        yield World(node, hub, files, proxy, s3, bucket)
-        assert node.stop() == 0
-        assert "Traceback" not in node.log(), node.log()
+        with node.serving():
+            yield World(node, hub, files, proxy, s3, bucket)
     finally:
-        if node.proc is not None and node.proc.poll() is None:
-            node.kill()
         proxy.stop()
         files.stop()
         hub.stop()

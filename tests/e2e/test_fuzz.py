@@ -71,7 +71,7 @@ def fuzzed_node(tmp_path: Path) -> Iterator[Node]:
     tree(node.data, {"src/a.bin": b"a" * 100, "src/dir/b.txt": b"b", "models/config.json": b"{}"})
     node.start()
     yield node
-    if node.proc is not None and node.proc.poll() is None:
+    if node.alive:
         node.kill()
 
 
@@ -136,7 +136,7 @@ def test_the_api_survives_fuzzing(fuzzed_node: Node, tmp_path: Path) -> None:
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:30])
     assert files_outside(tmp_path, home) == before
     assert not list((home / "tmp").iterdir())
-    assert node.proc is not None and node.proc.poll() is None, "the node died"
+    assert node.alive, "the node died"
     assert "Traceback" not in node.log(), node.log()[-3000:]
 
 

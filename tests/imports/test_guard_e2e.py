@@ -33,13 +33,9 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
         config={"huggingface": {"endpoint": hub.url, "token": TOKEN}, "http": {"max_retries": 1}},
     )
     try:
-        node.start()
-        yield Guarded(node, hub, files, commits)
-        assert node.stop() == 0
-        assert "Traceback" not in node.log(), node.log()
+        with node.serving():
+            yield Guarded(node, hub, files, commits)
     finally:
-        if node.proc is not None and node.proc.poll() is None:
-            node.kill()
         files.stop()
         hub.stop()
 

@@ -71,6 +71,6 @@ def test_kill_9_then_a_moved_branch_cannot_mix_commits_into_the_job(tmp_path: Pa
         assert node.stop() == 0
     finally:
         hub.cdn.release.set()
-        if node.proc is not None and node.proc.poll() is None:
+        if node.alive:
             node.kill()
         hub.stop()

@@ -45,13 +45,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         },
     )
     try:
-        node.start()
-        yield World(node, hub, files, proxy, commits)
-        assert node.stop() == 0
-        assert "Traceback" not in node.log(), node.log()
+        with node.serving():
+            yield World(node, hub, files, proxy, commits)
     finally:
-        if node.proc is not None and node.proc.poll() is None:
-            node.kill()
         proxy.stop()
         files.stop()
         hub.stop()
