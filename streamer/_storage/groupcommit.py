@@ -197,7 +197,13 @@ class GroupCommit:
         del self._pending[: self._max_batch]
         self._running = True
         try:
-            await trio.to_thread.run_sync(lambda: commit_batch(batch, use_syncfs=self._use_syncfs))
+            # Shielded: the batch holds other committers' files, and its thread may
+            # first have to wait for a free worker thread; a cancel of the committer
+            # that happens to run it must not fail them (it lands after the batch).
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(
+                    lambda: commit_batch(batch, use_syncfs=self._use_syncfs)
+                )
         finally:
             self.batches += 1
             for item in batch:

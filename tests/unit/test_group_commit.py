@@ -175,6 +175,50 @@ async def test_cancel_during_its_batch_still_publishes(
     assert not _temps(root)
 
 
+async def test_a_batch_waiting_for_a_thread_runs_although_its_committer_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    """The committer that took a batch is cancelled while the batch waits for a worker
+    thread (all busy): the batch still runs, so the other files in it land."""
+    limiter = trio.to_thread.current_default_thread_limiter()
+    saved, limiter.total_tokens = limiter.total_tokens, 1
+    release_first, release_busy = threading.Event(), threading.Event()
+    first = _staged(tmp_path, "first")
+    _gate_prepare(first, release_first)  # batch 1 holds the only thread token
+    group = GroupCommit()
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                nursery.start_soon(group.commit, first)
+                await trio.testing.wait_all_tasks_blocked()
+                scopes = [trio.CancelScope(), trio.CancelScope()]
+
+                async def commit(scope: trio.CancelScope, name: str) -> None:
+                    with scope:
+                        await group.commit(_staged(tmp_path, name))
+
+                nursery.start_soon(commit, scopes[0], "second")
+                nursery.start_soon(commit, scopes[1], "third")
+                await trio.testing.wait_all_tasks_blocked()  # both queued for batch 2
+                nursery.start_soon(trio.to_thread.run_sync, release_busy.wait)  # next in line
+                await trio.testing.wait_all_tasks_blocked()
+                release_first.set()  # batch 1 ends; its token goes to the busy thread
+                while group.batches < 1:  # noqa: ASYNC110 - a thread ends it
+                    await trio.sleep(0.01)
+                await trio.testing.wait_all_tasks_blocked()  # batch 2 waits for a token
+                for scope in scopes:
+                    scope.cancel()  # its runner among them
+                await trio.testing.wait_all_tasks_blocked()
+            finally:
+                release_first.set()
+                release_busy.set()  # the threads end even when the test fails
+    finally:
+        limiter.total_tokens = saved
+    assert group.batches == 2
+    assert _visible(tmp_path) == {"first": b"first", "second": b"second", "third": b"third"}
+    assert not _temps(tmp_path)
+
+
 def _gate_prepare(item: Staged, gate: threading.Event) -> None:
     """Hold the batch thread in ``item``'s prepare until ``gate`` is set."""
     prepare = item.prepare
