@@ -63,6 +63,7 @@ class LocalWriter:
             temp = self._storage.staging_path(self._path, self._tag)
             flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(temp, flags if resume else flags | os.O_TRUNC, 0o666)
+            self._temp = temp  # from now on abort() removes it, should the write fail
             try:
                 self.offset = os.lseek(fd, 0, os.SEEK_END) if resume else 0
                 if held:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from streamer._errors import InvalidPath, PathBlocked, SourceNotFound
+from streamer._errors import InvalidPath, PathBlocked, SourceNotFound, StorageError
 from streamer._storage import Conflict, LocalStorage
-from streamer._storage.localwriter import HOLD_BYTES
+from streamer._storage.localwriter import HOLD_BYTES, LocalWriter
 
 
 @pytest.fixture
@@ -143,3 +143,22 @@ async def test_file_sha256_hashes_the_file_and_stops_when_cancelled(
     with trio.move_on_after(0.2) as scope:
         await storage.file_sha256("huge.bin")
     assert scope.cancelled_caught
+
+
+async def test_a_failed_write_of_held_bytes_leaves_no_temp(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes held in memory are written when the temp file is first needed (here to
+    read them back); a failed write there (a full disk) leaves no temp after abort."""
+    writer = await storage.open_writer("full.bin", conflict=Conflict.OVERWRITE, tag="t1")
+    await writer.write(b"held")
+
+    def disk_full(self: LocalWriter, fd: int, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(LocalWriter, "_write_sync", disk_full)
+    with pytest.raises(StorageError, match="No space left") as raised:
+        await writer.read_back(lambda _: None, 0, 4)
+    assert raised.value.code == "ENOSPC"
+    await writer.abort()
+    assert os.listdir(storage.root) == []
