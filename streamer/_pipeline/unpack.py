@@ -39,6 +39,7 @@ from typing import Final
 import trio
 
 from .._errors import StorageError, StreamerError
+from .._syncfs import sync_filesystem
 from .compression import DEFAULT_MAX_WINDOW, ArchiveFormat, open_decoder
 from .extract import SafeExtractor
 from .tarstream import ArchiveLimitExceeded, Member, TarReader
@@ -227,7 +228,6 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _sync_file_range = getattr(_libc, "sync_file_range", None)
 if _sync_file_range is not None:
     _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-_syncfs = getattr(_libc, "syncfs", None)
 _SYNC_FILE_RANGE_WRITE: Final = 2
 
 
@@ -239,10 +239,12 @@ def _start_writeback(fd: int) -> None:
 
 def _sync_filesystem(path: str) -> None:
     """Flush the filesystem holding ``path``: one journal commit and cache flush for
-    the whole tree, instead of one per file."""
+    the whole tree, instead of one per file. Where syncfs cannot be trusted
+    (:mod:`streamer._syncfs`), ``sync()`` of everything, which reports no errors;
+    a failed syncfs raises OSError."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if _syncfs is None or _syncfs(fd) != 0:
+        if not sync_filesystem(fd):
             os.sync()
     finally:
         os.close(fd)

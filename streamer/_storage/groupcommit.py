@@ -9,7 +9,8 @@ queue up while a batch is being written, and each batch is one thread hop:
 1. every file of the batch is written to its temp name (``.streamer-<tag>.part``)
    beside its destination, with its mtime;
 2. one ``syncfs`` per filesystem of the batch makes all of it durable (or, where
-   there is no ``syncfs``, or for a batch of one, an ``fsync`` per file);
+   syncfs cannot be trusted to report errors (see :mod:`streamer._syncfs`), or
+   for a batch of one, an ``fsync`` per file);
 3. only then is each temp moved to its final name under its conflict policy;
 4. one ``fsync`` per directory of the batch makes the names durable;
 
@@ -24,8 +25,6 @@ it, as a single commit's thread would be waited for.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,22 +33,8 @@ import outcome
 import trio
 
 from .._errors import StreamerError
+from .._syncfs import sync_filesystem
 from .localfs import fsync_dir
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_syncfs = getattr(_libc, "syncfs", None)
-if _syncfs is not None:
-    _syncfs.argtypes = [ctypes.c_int]
-
-
-def sync_filesystem(fd: int) -> None:
-    """Flush every dirty page and inode of ``fd``'s filesystem to stable storage."""
-    if _syncfs is None:
-        os.fsync(fd)
-        return
-    if _syncfs(fd) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
 
 
 @dataclass(eq=False)
@@ -130,15 +115,14 @@ def _write_temp(temp: str, item: Staged) -> int:
 
 
 def _make_durable(fds: list[int], *, use_syncfs: bool) -> None:
-    if len(fds) == 1 or not use_syncfs or _syncfs is None:
+    if len(fds) > 1 and use_syncfs:
+        devices: dict[int, int] = {}
         for fd in fds:
-            os.fsync(fd)
-        return
-    devices: dict[int, int] = {}
-    for fd in fds:
-        devices.setdefault(os.fstat(fd).st_dev, fd)
-    for fd in devices.values():
-        sync_filesystem(fd)
+            devices.setdefault(os.fstat(fd).st_dev, fd)
+        if all([sync_filesystem(fd) for fd in devices.values()]):
+            return
+    for fd in fds:  # one file, or a filesystem whose syncfs cannot be trusted
+        os.fsync(fd)
 
 
 def _fsync_directories(directories: set[str]) -> dict[str, OSError]:

@@ -1,0 +1,93 @@
+"""syncfs is used only where it reports failed writebacks; elsewhere files are fsynced."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from streamer import _syncfs
+from streamer._storage import groupcommit
+from streamer._storage.groupcommit import Staged, commit_batch
+
+FUSE_SUPER_MAGIC = 0x65735546
+
+
+@pytest.mark.parametrize(
+    ("release", "reports"),
+    [
+        ("5.8.0", True),
+        ("6.18.44-fc-v669", True),
+        ("5.10.0-23-amd64", True),
+        ("5.7.19", False),
+        ("4.18.0-553.el8_10.x86_64", False),
+        ("garbage", False),
+    ],
+)
+def test_kernels_from_5_8_report_syncfs_errors(release: str, reports: bool) -> None:
+    assert _syncfs.kernel_reports_errors(release) is reports
+
+
+def test_the_filesystem_type_is_read(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert _syncfs.filesystem_type(fd) not in (None, 0)
+    finally:
+        os.close(fd)
+
+
+def _batch(directory: Path, names: list[str]) -> list[Staged]:
+    def staged(name: str) -> Staged:
+        def publish(temp: str) -> str:
+            os.replace(temp, directory / name)
+            return str(directory / name)
+
+        return Staged(
+            prepare=lambda: str(directory / f".streamer-{name}.part"),
+            data=name.encode(),
+            mtime_ns=None,
+            publish=publish,
+        )
+
+    return [staged(name) for name in names]
+
+
+def _files_fsynced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The regular files fsynced from now on (directories' fsyncs are not counted)."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(groupcommit.os, "fsync", fsync)
+    return synced
+
+
+@pytest.mark.parametrize("magic", [FUSE_SUPER_MAGIC, None])
+def test_an_untrusted_filesystem_gets_an_fsync_per_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, magic: int | None
+) -> None:
+    monkeypatch.setattr(_syncfs, "filesystem_type", lambda fd: magic)
+    synced = _files_fsynced(monkeypatch)
+    monkeypatch.setattr(_syncfs, "_syncfs", None if magic is None else _syncfs._syncfs)
+    batch = _batch(tmp_path, ["a", "b", "c"])
+    commit_batch(batch)
+    assert len(synced) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]
+
+
+def test_a_trusted_filesystem_gets_one_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _syncfs._KERNEL_OK or _syncfs._syncfs is None:
+        pytest.skip("no trustworthy syncfs on this kernel")
+    monkeypatch.setattr(_syncfs, "filesystem_type", lambda fd: 0xEF53)
+    synced = _files_fsynced(monkeypatch)
+    commit_batch(_batch(tmp_path, ["a", "b", "c"]))
+    assert synced == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]
