@@ -22,8 +22,9 @@ import msgspec
 from quart import Blueprint, Response, request
 
 from .._errors import BadRequest, Unauthorized, UnsupportedStorage
+from .._worker.errors import UploadTooLong
 from .._worker.models import ClaimRequest, CreateJob, FailRequest, JobStatus, job_json
-from .._worker.service import UploadTooLong, WorkerJobs
+from .._worker.service import WorkerJobs
 from .._worker.tokens import JobClaims
 from . import wire
 from .app import json_response, read_body, read_query, services

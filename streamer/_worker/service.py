@@ -40,6 +40,7 @@ from .._pipeline import Sha256, capped, write_through
 from .._storage import Conflict as ConflictPolicy
 from .._storage.local import LocalStorage
 from .._storage.registry import Locations
+from .errors import ChecksumMismatch, LeaseLost, NotProcessing, UploadTooLong
 from .models import CreateJob, JobStatus, WorkerJob, WorkLimits
 from .staged import StagedHashes, staged_file
 from .store import WorkerJobStore
@@ -52,23 +53,6 @@ HASH_ROUNDS = 4  # a source that changes this often while hashed is refused
 #: How long a request for an upload waits for another one of the same job to end (a
 #: cut connection the server has not noticed yet) before answering 409.
 SETTLE_SECONDS = 5.0
-
-
-class NotProcessing(BadRequest):
-    code = "job_not_processing"
-
-
-class LeaseLost(Conflict):
-    code = "lease_lost"
-
-
-class ChecksumMismatch(BadRequest):
-    code = "checksum_mismatch"
-
-
-class UploadTooLong(StreamerError):
-    status_code = 413
-    code = "upload_too_long"
 
 
 @dataclass(frozen=True, slots=True)
