@@ -54,7 +54,11 @@ from .jobs import FileTask, Job
 from .transfer import TransferSpec
 
 # Small files are many and cheap in memory: copy many at once so their fsyncs share
-# journal commits. Big files are few and hold several chunks each: copy few at once.
+# journal commits and their requests' round trips overlap. Files of one chunk at most
+# (read whole, <= 1 MiB each) go 64 at once (a 1,000-file S3 tree: 436 -> 664 files/s
+# against 16); bigger small files, which an S3 writer buffers whole, 16 at once (memory
+# <= 16 x 8 MiB); big files are few and hold several chunks each: one at a time.
+TINY_FILES_IN_FLIGHT = 64
 SMALL_FILES_IN_FLIGHT = 16
 LARGE_FILES_IN_FLIGHT = 1
 SMALL_FILE = 8 << 20
@@ -102,13 +106,15 @@ class CopyRunner:
     async def run(self, job: Job, control: JobControl) -> None:
         source, destination, conflict = self._storages(job)
         todo = [f for f in job.files if not f.status.finished]
-        small = [f for f in todo if f.size < SMALL_FILE]
+        tiny = [f for f in todo if 0 <= f.size <= SMALL_CHUNK]
+        small = [f for f in todo if f.size < 0 or SMALL_CHUNK < f.size < SMALL_FILE]
         large = [f for f in todo if f.size >= SMALL_FILE]
 
         async def copy(file: FileTask) -> None:
             await self._copy(job, file, source, destination, conflict, control)
 
         async with open_nursery() as nursery:
+            nursery.start_soon(for_each, tiny, TINY_FILES_IN_FLIGHT, copy)
             nursery.start_soon(for_each, small, SMALL_FILES_IN_FLIGHT, copy)
             nursery.start_soon(for_each, large, LARGE_FILES_IN_FLIGHT, copy)
 
