@@ -7,7 +7,8 @@ idle connection, so O(connections²) Python calls per request. With 16 requests
 in flight that was a quarter of the CPU a 4 KiB S3 GET cost. This transport
 keeps idle connections on a stack per origin instead: a request pops the most
 recently used one (checking only that one for expiry or a server-side close),
-a closed response pushes its connection back if it is idle again. Each
+a closed response pushes its connection back if it is idle again and closes
+the oldest idle ones that have expired (so a burst's connections do not linger). Each
 connection is httpcore's own (connect, TLS, HTTP/1.1 framing, keep-alive
 expiry), so only the bookkeeping differs.
 
@@ -116,7 +117,9 @@ class PooledTransport(httpx.AsyncBaseTransport):
         """A request on ``connection`` ended: keep it for the next if it is idle again."""
         try:
             if connection.is_idle() and not connection.is_closed():
-                self._idle.setdefault(_key(origin), []).append(connection)
+                stack = self._idle.setdefault(_key(origin), [])
+                stack.append(connection)
+                await _close_oldest_expired(stack)
             else:
                 await _close(connection)
         finally:
@@ -260,6 +263,15 @@ class _Body(httpx.AsyncByteStream):
         finally:
             with trio.CancelScope(shield=True):
                 await self._release()
+
+
+async def _close_oldest_expired(stack: list[httpcore.AsyncHTTPConnection]) -> None:
+    """Close the least recently used idle connections of ``stack`` (its bottom) while
+    they have expired or the server closed them, keeping the newest: after a burst,
+    the connections it opened close as they expire even when later requests only ever
+    reuse the top one. One check per release in the steady state."""
+    while len(stack) > 1 and stack[0].has_expired():
+        await _close(stack.pop(0))
 
 
 async def _close(connection: httpcore.AsyncHTTPConnection) -> None:

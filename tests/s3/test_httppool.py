@@ -105,6 +105,21 @@ async def test_a_connection_the_server_closed_is_replaced(server: _Counting) -> 
     assert type(server).connections == 5
 
 
+async def test_a_bursts_idle_connections_close_once_expired(server: _Counting) -> None:
+    async with PooledTransport(max_connections=4, keepalive_expiry=0.3) as transport:
+        async with trio.open_nursery() as nursery:  # a burst: four connections at once
+            for n in range(4):
+                nursery.start_soon(_get, transport, _url(server, f"/{n}"))
+        (stack,) = transport._idle.values()
+        assert len(stack) == 4
+        for n in range(8):  # then one request at a time: only the newest is reused
+            await trio.sleep(0.1)
+            assert await _get(transport, _url(server, f"/{n}")) == f"/{n}".encode() * 100
+        assert len(stack) == 1  # the burst's three others expired and were closed
+        assert not stack[0].is_closed()
+    assert type(server).connections == 4  # and the one reused was never replaced
+
+
 async def test_pool_timeout_when_every_connection_is_busy(server: _Counting) -> None:
     async with PooledTransport(max_connections=1) as transport:
         held = await transport.handle_async_request(httpx.Request("GET", _url(server, "/a")))
