@@ -41,7 +41,7 @@ from . import s3xml
 from .httppool import PooledTransport
 from .s3body import Body, SlicedBody, sha256_hex
 from .s3errors import S3Error, code_for_status, s3_error, transport_errors
-from .s3multipart import MultipartOps
+from .s3multipart import NO_SUCH_UPLOAD, MultipartOps
 from .s3object import ObjectInfo, close_response, read_range
 from .s3request import Reply, Request, copy_source, meta_headers
 from .s3settings import MiB, S3Settings
@@ -285,14 +285,22 @@ class S3Client(MultipartOps):
             token = page.next_token
 
     async def list_multipart_uploads(self, bucket: str, prefix: str) -> list[s3xml.UploadSummary]:
-        """Every in-progress multipart upload whose key starts with ``prefix``."""
+        """Every in-progress multipart upload whose key starts with ``prefix``.
+
+        A ``NoSuchUpload`` answer to the listing (no upload id was asked about) means
+        there are none: ``rclone serve s3`` answers so when no upload is in progress.
+        """
         found: list[s3xml.UploadSummary] = []
         markers: list[tuple[str, str]] = []
         while True:
             query = [("uploads", ""), ("prefix", prefix), ("encoding-type", "url"), *markers]
-            page = s3xml.parse_upload_page(
-                (await self._call(Request("GET", bucket, query=query))).body
-            )
+            try:
+                reply = await self._call(Request("GET", bucket, query=query))
+            except S3Error as exc:
+                if exc.code == NO_SUCH_UPLOAD:
+                    return found
+                raise
+            page = s3xml.parse_upload_page(reply.body)
             found += page.uploads
             if page.next_key_marker is None:
                 return found

@@ -147,3 +147,22 @@ async def test_an_upload_job_whose_create_answer_is_lost_completes_without_orpha
     assert uploads(admin, bucket) == []
     assert keys(admin, bucket) == ["up/big.bin"]
     assert admin.get_object(Bucket=bucket, Key="up/big.bin")["Body"].read() == data
+
+
+def is_upload_listing(request: RequestHead) -> bool:
+    query = request.target.partition("?")[2]
+    return request.method == "GET" and "uploads" in {p.partition("=")[0] for p in query.split("&")}
+
+
+async def test_a_listing_answered_no_such_upload_means_none_in_progress(
+    proxied: Proxied, admin: Any, bucket: str
+) -> None:
+    """``rclone serve s3`` answers ListMultipartUploads with NoSuchUpload when none are
+    in progress; a direct multipart upload (which lists before it creates) still lands."""
+    proxied.proxy.fail_next(100, status=404, body=NO_SUCH_UPLOAD, when=is_upload_listing)
+    data = randbytes(2 * PART + 5)
+    assert await upload(proxied.storage, "big.bin", data, announce=True) == "big.bin"
+    assert proxied.proxy.failed >= 1 and any(is_upload_listing(r) for r in proxied.proxy.log)
+    assert await proxied.client.list_multipart_uploads(bucket, "") == []
+    assert uploads(admin, bucket) == []
+    assert admin.head_object(Bucket=bucket, Key="big.bin")["Metadata"]["sha256"] == sha(data)
