@@ -44,7 +44,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks._common import MB, best_of, peak_rss_mb, random_file, sh, tree_bytes
+from benchmarks._common import MB, best_of, cpu_seconds, peak_rss_mb, random_file, sh, tree_bytes
 from tests.e2e.node import Node
 
 REGION = "us-east-1"
@@ -419,13 +419,16 @@ def run_case(
 
         durable = (f"{name} + sync", best_of(runs, then_sync, clean))
         print(line(durable[0], case, durable[1]), flush=True)
+    assert node.proc is not None
+    cpu_before = cpu_seconds(node.proc.pid)
     try:
         ours = best_of(runs, through_streamer, clean)
         check()
     except (AssertionError, httpx.HTTPError) as exc:
         print(f"  streamer: FAILED: {exc}".rstrip()[:600], flush=True)
         return
-    extra = f"   streamer RSS so far {peak_rss_mb(node.proc.pid) if node.proc else 0:4.0f} MB"
+    cpu = (cpu_seconds(node.proc.pid) - cpu_before) / runs
+    extra = f"   CPU {cpu:5.2f} s/run   streamer RSS so far {peak_rss_mb(node.proc.pid):4.0f} MB"
     if durable is not None:
         extra = f"   vs {durable[0]}: {durable[1] / ours:5.2f}x" + extra
     if timings:
