@@ -11,7 +11,9 @@ class PartBuffer:
     grows with the data, as most objects are small; the later ones are whole
     ``part_size`` buffers, which :meth:`recycle` returns for reuse once their
     upload is done, so a long upload allocates (and page-faults) only as many
-    as are in flight at once.
+    as are in flight at once. :meth:`lend` hands out the next part's whole
+    buffer to be filled in place instead (no copy at all), :meth:`filled` says
+    how much of it was.
     """
 
     def __init__(self, part_size: int) -> None:
@@ -35,11 +37,26 @@ class PartBuffer:
         if not self._taken:  # the first part: grow with the data
             self._data += chunk[:count]
         else:
-            if not self._data:
-                self._data = self._spare.pop() if self._spare else bytearray(self._part_size)
-            self._data[self._filled : self._filled + count] = chunk[:count]
+            self._whole()[self._filled : self._filled + count] = chunk[:count]
         self._filled += count
         return chunk[count:]
+
+    def lend(self) -> memoryview:
+        """The whole buffer of the next part (a spare one if any), to fill in place;
+        :meth:`filled` then says how many of its first bytes are the part."""
+        assert not self._filled, "lend with a part being filled"
+        return memoryview(self._whole())
+
+    def filled(self, count: int) -> None:
+        """The first ``count`` bytes of the buffer from :meth:`lend` are the part."""
+        assert 0 <= count <= self._part_size
+        self._filled = count
+
+    def _whole(self) -> bytearray:
+        """The part being filled, made a whole ``part_size`` buffer if it is not one."""
+        if len(self._data) != self._part_size:
+            self._data = self._spare.pop() if self._spare else bytearray(self._part_size)
+        return self._data
 
     def take(self) -> memoryview:
         """The bytes of the part being filled (the buffer now belongs to the caller);
