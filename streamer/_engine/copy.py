@@ -15,6 +15,10 @@ A big file (> 64 MiB) from a source serving ranges (S3) to a writer that takes
 bytes in place (local disk) is fetched as parallel ranges written where they
 belong (:mod:`streamer._engine.inplace`), hashed by reading it back in order.
 
+A big file (>= 8 MiB) from a source read by offset (local disk) to a writer that
+lends its parts' buffers (S3 multipart) is read straight into the parts and
+hashed there (:mod:`streamer._engine.intoparts`): no chunks, no copy.
+
 A destination that publishes more cheaply when it knows the digest first
 (:class:`~streamer._storage.DigestFirst`: S3 multipart objects) is told it:
 the declared SHA-256 when the source has one, else the file hashed before
@@ -39,6 +43,8 @@ from .._storage import (
     DeclaringSource,
     DigestFirst,
     HashableSource,
+    PartLender,
+    PositionalSource,
     PositionalWriter,
     RangedSource,
     ServerSideCopy,
@@ -50,6 +56,7 @@ from .._storage.registry import Locations
 from .._storage.s3writer import S3Writer
 from .engine import JobControl
 from .inplace import copy_in_place
+from .intoparts import copy_into_parts
 from .jobs import FileTask, Job
 from .transfer import TransferSpec
 
@@ -66,6 +73,7 @@ SMALL_CHUNK = 1 << 20
 LARGE_CHUNK = 4 << 20
 LARGE_FILE = 64 << 20
 IN_PLACE_FILE = 64 << 20  # bigger files from ranged sources are fetched in place
+INTO_PARTS_FILE = SMALL_FILE  # files this big from positional sources fill lent parts
 
 
 def chunk_size_for(size: int, writer: Writer) -> int:
@@ -195,14 +203,22 @@ async def _move_bytes(
     """Copy ``file``'s bytes from ``source`` into ``writer``, counted by ``progress``;
     returns their SHA-256 (hex); ``declare`` is told what the source declares it
     should be, if anything. A file bigger than ``in_place_file`` whose source serves
-    ranges and whose writer takes them in place goes by :func:`copy_in_place`;
-    anything else streams through the pump (source → sha256 → progress → writer)."""
+    ranges and whose writer takes them in place goes by :func:`copy_in_place`; one of
+    at least ``INTO_PARTS_FILE`` read by offset into a writer lending its parts, by
+    :func:`copy_into_parts`; anything else streams through the pump (source →
+    sha256 → progress → writer)."""
     if (
         file.size > in_place_file
         and isinstance(source, RangedSource)
         and isinstance(writer, PositionalWriter)
     ):
         return await copy_in_place(source, file.source, file.size, writer, progress, declare)
+    if (
+        file.size >= INTO_PARTS_FILE
+        and isinstance(source, PositionalSource)
+        and isinstance(writer, PartLender)
+    ):
+        return await copy_into_parts(source, file.source, file.size, writer, progress)
     if 0 <= file.size <= SMALL_CHUNK:
         return await _move_small(file, source, writer, progress, declare)
     digest = Sha256()

@@ -238,3 +238,42 @@ class PositionalWriter(Protocol):
     async def read_back(self, update: Callable[[bytes], object], start: int, end: int) -> None:
         """Feed the staged bytes ``[start, end)`` to ``update`` in order (e.g. a hash's)."""
         ...
+
+
+class PositionalFile(Protocol):
+    """An open file read at any offset into the caller's buffer. Its methods block:
+    call them from a worker thread."""
+
+    def readinto(self, offset: int, buffer: memoryview) -> int:
+        """Read up to ``len(buffer)`` bytes at ``offset`` into ``buffer``; returns how
+        many (0 at the end of the file)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class PositionalSource(Protocol):
+    """A storage whose files can be read straight into the caller's buffers (local disk)."""
+
+    async def open_positional(self, path: str) -> PositionalFile:
+        """Open the regular file at ``path``; SourceNotFound if it is not one."""
+        ...
+
+
+@runtime_checkable
+class PartLender(Protocol):
+    """A writer that lends the buffer of its next part to be filled in place (S3
+    multipart), so the bytes are not copied into it; the part then ships as if
+    written. Lent buffers and parts uploading together never exceed the writer's
+    memory bound: :meth:`lend_part` waits for room."""
+
+    async def lend_part(self) -> memoryview:
+        """The empty buffer of the next part, a whole part long. The previous lent
+        part, if any, must have been returned full by :meth:`part_filled`."""
+        ...
+
+    def part_filled(self, count: int) -> None:
+        """The first ``count`` bytes of the lent buffer are the object's next bytes
+        (fewer than a whole part only for the last part); the buffer is the writer's again."""
+        ...

@@ -147,6 +147,16 @@ class LocalStorage:
         finally:
             f.close()
 
+    async def open_positional(self, path: str) -> LocalFile:
+        """The regular file at ``path``, open to be read at any offset into a buffer."""
+        try:
+            f = await trio.to_thread.run_sync(lambda: _open_regular(self.resolve(path)))
+        except OSError as exc:
+            raise os_error(exc, path) from exc
+        if f is None:
+            raise SourceNotFound(f"{path}: not a regular file")
+        return LocalFile(f, path)
+
     async def file_sha256(self, path: str) -> str:
         """SHA-256 (hex) of the regular file at ``path``, hashed in a worker thread
         that stops within one chunk when the caller is cancelled (a big file takes
@@ -225,6 +235,25 @@ class LocalStorage:
                 os.unlink(temp)
 
         await trio.to_thread.run_sync(remove)
+
+
+class LocalFile:
+    """An open regular file read by offset (``pread``), straight into the caller's
+    buffer; a :class:`~streamer._storage.base.PositionalFile`. Blocking: call
+    :meth:`readinto` from a worker thread."""
+
+    def __init__(self, f: FileIO, path: str) -> None:
+        self._file = f
+        self._path = path
+
+    def readinto(self, offset: int, buffer: memoryview) -> int:
+        try:
+            return os.preadv(self._file.fileno(), [buffer], offset)
+        except OSError as exc:
+            raise os_error(exc, self._path) from exc
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _open_regular(real: str) -> FileIO | None:

@@ -12,7 +12,7 @@ import trio
 from .s3settings import MiB
 
 _THREAD_HASH_BYTES = 256 * 1024
-SEND_SLICE = 1 * MiB  # httpcore copies each piece of a body once (h11 joins): keep them small
+SEND_SLICE = MiB // 4  # httpcore copies each piece of a body once (h11 joins): keep them small
 
 Body = bytes | bytearray | memoryview
 

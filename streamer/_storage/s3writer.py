@@ -118,6 +118,9 @@ class S3Writer:
 
     Memory: the part being filled plus the parts uploading never exceed
     ``parts_in_flight`` parts; :meth:`write` waits (back-pressure) for a slot.
+    Instead of :meth:`write`, a caller may fill the parts' buffers in place
+    (:meth:`lend_part`, :meth:`part_filled`: a
+    :class:`~streamer._storage.base.PartLender`), under the same bound.
 
     ``sha256`` announces the digest of the bytes to come: a multipart object
     is then uploaded directly to its final key (except under ``rename``) with
@@ -162,14 +165,28 @@ class S3Writer:
         assert not self._closed, "write after commit/abort"
         view = memoryview(chunk)
         while view:
-            if self._buffer.full:
-                await self._ship()
-            if not self._has_slot:
-                await self._slots.acquire()
-                self._has_slot = True
-            self._tasks.raise_if_failed()
+            await self._make_room()
             view = self._buffer.fill(view)
         self._size += len(chunk)
+
+    async def lend_part(self) -> memoryview:
+        assert not self._closed, "lend_part after commit/abort"
+        assert not self._buffer or self._buffer.full, "lend_part after a short part"
+        await self._make_room()
+        return self._buffer.lend()
+
+    def part_filled(self, count: int) -> None:
+        self._buffer.filled(count)
+        self._size += count
+
+    async def _make_room(self) -> None:
+        """Ship the part being filled if it is full; hold a slot for the next bytes."""
+        if self._buffer.full:
+            await self._ship()
+        if not self._has_slot:
+            await self._slots.acquire()
+            self._has_slot = True
+        self._tasks.raise_if_failed()
 
     async def _ship(self) -> None:
         """Upload the buffer as the next part in the background (its slot goes with it)."""
