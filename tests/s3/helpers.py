@@ -6,13 +6,17 @@ import hashlib
 import random
 import uuid
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 from streamer._concurrency import cleanup
 from streamer._pipeline.pump import pump
 from streamer._pipeline.stages import Sha256
 from streamer._storage.base import Conflict, Storage
+from streamer._storage.local import LocalStorage
+from streamer._storage.registry import Locations
 from streamer._storage.s3 import S3Storage
+from tests.support.engine import run_job
 
 
 def sha(data: bytes) -> str:
@@ -89,3 +93,17 @@ def keys(admin: Any, bucket: str) -> list[str]:
 def uploads(admin: Any, bucket: str) -> list[str]:
     """Keys of the in-progress multipart uploads (boto3)."""
     return [u["Key"] for u in admin.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+async def upload_job(tmp_path: Path, local: LocalStorage, bucket: str, storage: S3Storage) -> Any:
+    """Run a copy job of ``big.bin`` from ``local``'s root to ``bucket``/``up`` (through
+    ``storage``'s client) to its end; returns the finished job."""
+    where = Locations([local], buckets=lambda name: S3Storage(name, storage.client))
+    body = {
+        "source": {"type": "local", "locationId": "local-0", "path": "/"},
+        "destination": {"type": "s3", "locationId": bucket, "path": "up"},
+        "items": [{"path": "big.bin", "type": "file"}],
+    }
+    job, store = await run_job(tmp_path, where, body)
+    store.close()
+    return job

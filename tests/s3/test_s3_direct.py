@@ -15,15 +15,13 @@ from streamer._engine import JobStatus
 from streamer._errors import StorageError
 from streamer._storage import LocalStorage
 from streamer._storage.base import Conflict
-from streamer._storage.registry import Locations
 from streamer._storage.s3 import S3Storage
 from streamer._storage.s3client import S3Client
 from streamer._storage.s3settings import S3Settings
 from streamer._storage.s3writer import format_mtime
-from tests.support.engine import run_job
 
 from .conftest import PART
-from .helpers import download, keys, randbytes, sha, upload, uploads
+from .helpers import download, keys, randbytes, sha, upload, upload_job, uploads
 
 MTIME_NS = 1_600_000_000_123_456_789
 
@@ -92,14 +90,7 @@ async def test_local_upload_is_direct_and_a_changed_source_lands_nowhere(
     (tmp_path / "data").mkdir()
     (tmp_path / "data/big.bin").write_bytes(data)
     local = (ChangingLocal if changing else LocalStorage)("local-0", tmp_path / "data")
-    where = Locations([local], buckets=lambda name: S3Storage(name, storage.client))
-    body = {
-        "source": {"type": "local", "locationId": "local-0", "path": "/"},
-        "destination": {"type": "s3", "locationId": bucket, "path": "up"},
-        "items": [{"path": "big.bin", "type": "file"}],
-    }
-    job, store = await run_job(tmp_path, where, body)
-    store.close()
+    job = await upload_job(tmp_path, local, bucket, storage)
     assert uploads(admin, bucket) == []
     if changing:
         assert job.status is JobStatus.FAILED

@@ -19,14 +19,12 @@ from streamer._pipeline import Progress
 from streamer._storage import LocalStorage
 from streamer._storage.base import Conflict
 from streamer._storage.local import LocalFile
-from streamer._storage.registry import Locations
 from streamer._storage.s3 import S3Storage
 from streamer._storage.s3client import S3Client
 from streamer._storage.s3settings import S3Settings
-from tests.support.engine import run_job
 
 from .conftest import PART
-from .helpers import keys, sha, uploads
+from .helpers import keys, sha, upload_job, uploads
 
 
 class Changing(LocalFile):
@@ -66,18 +64,6 @@ class Spying(LocalStorage):
         raise AssertionError("streamed instead of read into the parts")
 
 
-async def _upload_job(tmp_path: Path, local: LocalStorage, bucket: str, storage: S3Storage) -> Any:
-    where = Locations([local], buckets=lambda name: S3Storage(name, storage.client))
-    body = {
-        "source": {"type": "local", "locationId": "local-0", "path": "/"},
-        "destination": {"type": "s3", "locationId": bucket, "path": "up"},
-        "items": [{"path": "big.bin", "type": "file"}],
-    }
-    job, store = await run_job(tmp_path, where, body)
-    store.close()
-    return job
-
-
 @pytest.mark.parametrize(
     "size", [2 * PART, 3 * PART + 7, INTO_PARTS_FILE], ids=["whole-parts", "ragged", "smallest"]
 )
@@ -88,7 +74,7 @@ async def test_the_copy_runner_reads_big_local_files_into_the_parts(
     (tmp_path / "data").mkdir()
     (tmp_path / "data/big.bin").write_bytes(data)
     local = Spying("local-0", tmp_path / "data")
-    job = await _upload_job(tmp_path, local, bucket, storage)
+    job = await upload_job(tmp_path, local, bucket, storage)
     assert job.status is JobStatus.COMPLETED, job.errors
     assert local.opened == 1
     stored = admin.get_object(Bucket=bucket, Key="up/big.bin")
@@ -110,7 +96,7 @@ async def test_a_file_that_fits_one_lent_part_is_one_put(
     (tmp_path / "data/big.bin").write_bytes(data)
     local = Spying("local-0", tmp_path / "data")
     async with S3Client(replace(settings, part_size=2 * INTO_PARTS_FILE)) as client:
-        job = await _upload_job(tmp_path, local, bucket, S3Storage(bucket, client))
+        job = await upload_job(tmp_path, local, bucket, S3Storage(bucket, client))
     assert job.status is JobStatus.COMPLETED, job.errors
     assert local.opened == 1
     stored = admin.get_object(Bucket=bucket, Key="up/big.bin")
@@ -128,7 +114,7 @@ async def test_a_file_changed_while_read_lands_nothing(
     (tmp_path / "data/big.bin").write_bytes(os.urandom(3 * PART))
     local = Spying("local-0", tmp_path / "data")
     local.change = change
-    job = await _upload_job(tmp_path, local, bucket, storage)
+    job = await upload_job(tmp_path, local, bucket, storage)
     assert job.status is JobStatus.FAILED
     assert [e.error for e in job.errors] == ["SourceChanged"]
     assert keys(admin, bucket) == []
