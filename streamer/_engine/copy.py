@@ -63,10 +63,11 @@ from .transfer import TransferSpec
 # Small files are many and cheap in memory: copy many at once so their fsyncs share
 # journal commits and their requests' round trips overlap. Files of one chunk at most
 # (read whole, <= 1 MiB each) go 64 at once (a 1,000-file S3 tree: 436 -> 664 files/s
-# against 16); bigger small files, which an S3 writer buffers whole, 16 at once (memory
-# <= 16 x 8 MiB); big files are few and hold several chunks each: one at a time.
+# against 16); bigger small files, which S3 reads and writes buffer whole, 8 at once
+# (memory <= 8 x 8 MiB, one upload's parts in flight); big files are few and hold several
+# chunks each: one at a time.
 TINY_FILES_IN_FLIGHT = 64
-SMALL_FILES_IN_FLIGHT = 16
+SMALL_FILES_IN_FLIGHT = 8
 LARGE_FILES_IN_FLIGHT = 1
 SMALL_FILE = 8 << 20
 SMALL_CHUNK = 1 << 20
