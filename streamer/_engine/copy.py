@@ -11,11 +11,11 @@ the listing's (``Entry.sha256``) and the one the source learns while being read
 ``x-amz-meta-sha256``, which a listing does not carry). A mismatch fails the
 file with ``ChecksumMismatch`` and nothing is published.
 
-A big file (> 16 MiB) from a source serving ranges (S3) to a writer that takes
+A file of more than one chunk (> 1 MiB) from a source serving ranges (S3) to a writer that takes
 bytes in place (local disk) is fetched as parallel ranges written where they
 belong (:mod:`streamer._engine.inplace`), hashed by reading it back in order.
 
-A big file (>= 8 MiB) from a source read by offset (local disk) to a writer that
+A file of more than one chunk from a source read by offset (local disk) to a writer that
 lends its parts' buffers (S3 multipart) is read straight into the parts and
 hashed there (:mod:`streamer._engine.intoparts`): no chunks, no copy.
 
@@ -63,9 +63,9 @@ from .transfer import TransferSpec
 # Small files are many and cheap in memory: copy many at once so their fsyncs share
 # journal commits and their requests' round trips overlap. Files of one chunk at most
 # (read whole, <= 1 MiB each) go 64 at once (a 1,000-file S3 tree: 436 -> 664 files/s
-# against 16); bigger small files, which S3 reads and writes buffer whole, 8 at once
-# (memory <= 8 x 8 MiB, one upload's parts in flight); big files are few and hold several
-# chunks each: one at a time.
+# against 16); bigger small files 8 at once (what a pump or an S3 part buffer holds of
+# each: memory <= 8 x 8 MiB, one upload's parts in flight); big files are few and hold
+# several chunks each: one at a time.
 TINY_FILES_IN_FLIGHT = 64
 SMALL_FILES_IN_FLIGHT = 8
 LARGE_FILES_IN_FLIGHT = 1
@@ -73,11 +73,13 @@ SMALL_FILE = 8 << 20
 SMALL_CHUNK = 1 << 20
 LARGE_CHUNK = 4 << 20
 LARGE_FILE = 64 << 20
-# Bigger files from ranged sources are fetched in place: past one default S3 part, the
-# prefetching pump held 4 parts + chunks (a 64 MiB object: 180 MB peak RSS, 124 MB/s)
-# where ranges written in place hold neither (147 MB, the upload's; 204 MB/s, 1/3 the CPU).
-IN_PLACE_FILE = 16 << 20
-INTO_PARTS_FILE = SMALL_FILE  # files this big from positional sources fill lent parts
+# Files of more than one chunk skip the pump between S3 and local disk. Downloads come
+# as ranges written in place: the prefetching pump held whole parts plus chunks (a 64 MiB
+# object: 180 MB peak RSS, 124 MB/s; in place: 147 MB, 204 MB/s, a third of the CPU).
+# Uploads are read into the lent part buffers. A tree of 48 x 6 MiB files: peak RSS
+# 173 -> 113 MiB down and 181 -> 126 MiB up, each faster, against the pump for both.
+IN_PLACE_FILE = SMALL_CHUNK  # bigger files from ranged sources are fetched in place
+INTO_PARTS_FILE = SMALL_CHUNK + 1  # files this big from positional sources fill lent parts
 
 
 def chunk_size_for(size: int, writer: Writer) -> int:

@@ -95,7 +95,7 @@ async def test_an_object_replaced_mid_copy_lands_nothing(
 async def test_the_copy_runner_fetches_big_objects_in_place(
     storage: S3Storage, admin: Any, bucket: str, tmp_path: Path
 ) -> None:
-    data = os.urandom(IN_PLACE_FILE + 1)
+    data = os.urandom(max(IN_PLACE_FILE + 1, 2 * PART + 1))  # several ranges
     admin.upload_fileobj(io.BytesIO(data), bucket, "src/big.bin")
     source = Counting(bucket, storage.client)
     where = Locations([LocalStorage("local-0", tmp_path / "data")], buckets=lambda _: source)

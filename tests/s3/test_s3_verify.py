@@ -23,7 +23,7 @@ from .helpers import sha
 
 CASES = {
     "small": (1000, IN_PLACE_FILE),  # read whole, without a pump
-    "multipart-read": (3 * PART + 7, IN_PLACE_FILE),  # the pump over parallel part GETs
+    "multipart-read": (3 * PART + 7, 4 * PART),  # the pump over parallel part GETs
     "in-place": (3 * PART + 7, PART),  # parallel ranges written in place, pinned by HEAD
 }
 
