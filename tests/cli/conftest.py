@@ -11,7 +11,6 @@ import struct
 import subprocess
 import sys
 import termios
-import threading
 import time
 from collections.abc import Iterator
 from fcntl import ioctl
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.node import TOKEN, Node
+from tests.support.threadserver import serving
 
 CLI_SECONDS = 60.0
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
@@ -72,14 +72,8 @@ class _Trickle(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def slow_url() -> Iterator[str]:
     """The URL of a file served slowly: a throttled job for cancel and Ctrl-C tests."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/slow.bin"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}/slow.bin"
 
 
 def cli_env(node: Node, home: Path, **extra: str) -> dict[str, str]:

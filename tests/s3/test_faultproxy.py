@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.faultproxy import RequestHead, fault_proxy, s3_error_body, start_in_thread
+from tests.support.threadserver import serving
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -47,16 +48,8 @@ class _Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _Echo)) as server:
         yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_thread_mode_fails_forwards_and_drops(echo_port: int) -> None:

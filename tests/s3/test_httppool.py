@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,6 +19,7 @@ from streamer._storage.httppool import (
     PooledTransport,
     _CoalescingStream,
 )
+from tests.support.threadserver import serving
 
 
 class _Counting(ThreadingHTTPServer):
@@ -60,14 +60,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[_Counting]:
-    srv = type("Srv", (_Counting,), {})(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(type("Srv", (_Counting,), {})(("127.0.0.1", 0), _Handler)) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def _url(srv: _Counting, path: str) -> str:
