@@ -116,10 +116,8 @@ class LocalStorage:
         open and the first read share one thread hop, and a short read ends the stream
         (regular files only return short at EOF)."""
 
-        def open_and_read() -> tuple[FileIO | None, bytes]:
-            f = _open_regular(self.resolve(path))
-            if f is None:
-                return None, b""
+        def open_and_read() -> tuple[FileIO, bytes]:
+            f = self._open_source(path)
             if start:
                 f.seek(start)
             return f, f.read(want())
@@ -133,8 +131,6 @@ class LocalStorage:
             f, chunk = await trio.to_thread.run_sync(open_and_read)
         except OSError as exc:
             raise os_error(exc, path) from exc
-        if f is None:
-            raise SourceNotFound(f"{path}: not a regular file")
         try:
             while chunk:
                 asked = want()
@@ -147,14 +143,20 @@ class LocalStorage:
         finally:
             f.close()
 
+    def _open_source(self, path: str) -> FileIO:
+        """Blocking (call it in a worker thread): the regular file at ``path`` open for
+        reading; ``SourceNotFound`` if it is anything else, ``OSError`` as raised."""
+        f = _open_regular(self.resolve(path))
+        if f is None:
+            raise SourceNotFound(f"{path}: not a regular file")
+        return f
+
     async def open_positional(self, path: str) -> LocalFile:
         """The regular file at ``path``, open to be read at any offset into a buffer."""
         try:
-            f = await trio.to_thread.run_sync(lambda: _open_regular(self.resolve(path)))
+            f = await trio.to_thread.run_sync(self._open_source, path)
         except OSError as exc:
             raise os_error(exc, path) from exc
-        if f is None:
-            raise SourceNotFound(f"{path}: not a regular file")
         return LocalFile(f, path)
 
     async def file_sha256(self, path: str) -> str:
@@ -163,9 +165,7 @@ class LocalStorage:
         seconds: a cancelled job must not wait for it)."""
 
         def digest() -> str:
-            f = _open_regular(self.resolve(path))
-            if f is None:
-                raise SourceNotFound(f"{path}: not a regular file")
+            f = self._open_source(path)
             hasher = hashlib.sha256()
             buffer = bytearray(_HASH_CHUNK)
             view = memoryview(buffer)
