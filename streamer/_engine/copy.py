@@ -79,7 +79,7 @@ LARGE_FILE = 64 << 20
 # Uploads are read into the lent part buffers. A tree of 48 x 6 MiB files: peak RSS
 # 173 -> 113 MiB down and 181 -> 126 MiB up, each faster, against the pump for both.
 IN_PLACE_FILE = SMALL_CHUNK  # bigger files from ranged sources are fetched in place
-INTO_PARTS_FILE = SMALL_CHUNK + 1  # files this big from positional sources fill lent parts
+INTO_PARTS_FILE = SMALL_CHUNK  # bigger files from positional sources fill lent parts
 
 
 def chunk_size_for(size: int, writer: Writer) -> int:
@@ -209,8 +209,8 @@ async def _move_bytes(
     """Copy ``file``'s bytes from ``source`` into ``writer``, counted by ``progress``;
     returns their SHA-256 (hex); ``declare`` is told what the source declares it
     should be, if anything. A file bigger than ``in_place_file`` whose source serves
-    ranges and whose writer takes them in place goes by :func:`copy_in_place`; one of
-    at least ``INTO_PARTS_FILE`` read by offset into a writer lending its parts, by
+    ranges and whose writer takes them in place goes by :func:`copy_in_place`; one
+    bigger than ``INTO_PARTS_FILE`` read by offset into a writer lending its parts, by
     :func:`copy_into_parts`; anything else streams through the pump (source →
     sha256 → progress → writer)."""
     if (
@@ -220,7 +220,7 @@ async def _move_bytes(
     ):
         return await copy_in_place(source, file.source, file.size, writer, progress, declare)
     if (
-        file.size >= INTO_PARTS_FILE
+        file.size > INTO_PARTS_FILE
         and isinstance(source, PositionalSource)
         and isinstance(writer, PartLender)
     ):

@@ -62,7 +62,9 @@ class Spying(LocalStorage):
 
 
 @pytest.mark.parametrize(
-    "size", [2 * PART, 3 * PART + 7, INTO_PARTS_FILE], ids=["whole-parts", "ragged", "one-part"]
+    "size",
+    [2 * PART, 3 * PART + 7, INTO_PARTS_FILE + 1],
+    ids=["whole-parts", "ragged", "one-part"],
 )
 async def test_the_copy_runner_reads_big_local_files_into_the_parts(
     tmp_path: Path, storage: S3Storage, admin: Any, bucket: str, size: int
