@@ -33,6 +33,7 @@ import outcome
 import trio
 
 from .._errors import StreamerError
+from .._fileio import write_all
 from .._syncfs import sync_filesystem
 from .localfs import fsync_dir
 
@@ -101,9 +102,7 @@ def _write_temp(temp: str, item: Staged) -> int:
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(temp, flags, 0o666)
     try:
-        view = memoryview(item.data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, item.data)
         if item.mtime_ns is not None:
             os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))
     except BaseException:

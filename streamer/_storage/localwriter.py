@@ -22,6 +22,7 @@ import trio
 
 from .. import _paths
 from .._errors import PathBlocked, StorageError
+from .._fileio import pwrite_all
 from .base import Conflict
 from .groupcommit import Staged
 from .localfs import fsync_dir, move_no_replace, os_error
@@ -156,14 +157,8 @@ class LocalWriter:
         assert not self._ended, "write after commit/abort"
         fd = await self._opened()
 
-        def run() -> None:
-            view, position = data, offset
-            while view:
-                written = os.pwrite(fd, view, position)
-                view, position = view[written:], position + written
-
         try:
-            await trio.to_thread.run_sync(run)
+            await trio.to_thread.run_sync(pwrite_all, fd, data, offset)
         except OSError as exc:
             raise os_error(exc, self._path) from exc
 

@@ -24,6 +24,7 @@ import httpx
 import trio
 
 from .._concurrency import cleanup, open_nursery
+from .._fileio import pwrite_all
 from .._httpbody import StreamedBody
 from . import _partfile
 from ._partfile import FrontierHasher, PartState, Segment
@@ -36,7 +37,6 @@ from ._wire import (
     content_range,
     deadline,
     encoded,
-    pwrite_all,
     wire_errors,
 )
 from .http import ApiError, raise_for_error
