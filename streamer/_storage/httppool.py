@@ -1,78 +1,55 @@
 """An HTTP/1.1 keep-alive transport for many small requests to one endpoint (S3).
 
-httpx's default transport hands requests to httpcore's connection pool, which on
-every request added and every response closed walks all its connections: a
-readability poll (a syscall) per connection, and a count of the idle ones per
-idle connection, so O(connections²) Python calls per request. With 16 requests
-in flight that was a quarter of the CPU a 4 KiB S3 GET cost. This transport
-keeps idle connections on a stack per origin instead: a request pops the most
-recently used one (checking only that one for expiry or a server-side close),
-a closed response pushes its connection back if it is idle again and closes
-the oldest idle ones that have expired (so a burst's connections do not linger). Each
-connection is httpcore's own (connect, TLS, HTTP/1.1 framing, keep-alive
-expiry), so only the bookkeeping differs.
+It serves httpx's transport interface (an ``httpx.Request`` in, an
+``httpx.Response`` out) over :mod:`.http11` connections instead of httpcore's:
+for a 4 KiB S3 request, httpcore's pool, connection and h11 layers cost about
+half of streamer's CPU, which this transport's few calls per request save.
 
-Its socket writes are coalesced (:class:`_CoalescingStream`): httpcore writes a
-request's head and then its body, two ``send`` calls, and on loopback a send
-costs the sender the receiving side's TCP processing too (~0.15 ms). A small
-write is held until the next write or read, so a small request goes out in one
-``send``; nothing is held past the point where httpcore waits for the server.
+Idle connections wait on a stack per origin: a request pops the most recently
+used one (checking only that one for expiry or a server-side close), and a
+closed response pushes its connection back if it was read to its end and both
+sides keep alive, then closes the oldest idle ones that have expired (so a
+burst's connections do not linger).
 
 ``max_connections`` bounds the connections open at a time (in use or idle); a
 request waits for a free one at most the ``pool`` timeout of its request
-(``httpx.PoolTimeout`` then). httpcore's errors surface as httpx's, as from
-httpx's own transport, both while sending and while the body is read.
+(``httpx.PoolTimeout`` then); ``connect``, ``read`` and ``write`` timeouts apply
+to the connect (and TLS handshake), each receive and each send. Failures
+surface as httpx's exceptions, as from httpx's own transport, both while
+sending and while the body is read.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
-import httpcore
 import httpx
 import trio
 
+from . import http11
+
 KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default)
-HOLD_WRITE = 16 * 1024  # a write up to this size waits to go out with the next
-JOIN_WRITE = 256 * 1024  # a held write is joined (copied) to a next one up to this size
 
-_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
-    httpcore.ConnectTimeout: httpx.ConnectTimeout,
-    httpcore.ReadTimeout: httpx.ReadTimeout,
-    httpcore.WriteTimeout: httpx.WriteTimeout,
-    httpcore.PoolTimeout: httpx.PoolTimeout,
-    httpcore.TimeoutException: httpx.TimeoutException,
-    httpcore.ConnectError: httpx.ConnectError,
-    httpcore.ReadError: httpx.ReadError,
-    httpcore.WriteError: httpx.WriteError,
-    httpcore.NetworkError: httpx.NetworkError,
-    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
-    httpcore.LocalProtocolError: httpx.LocalProtocolError,
-    httpcore.ProtocolError: httpx.ProtocolError,
-    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
-    httpcore.ProxyError: httpx.ProxyError,
-}
-
-
-_Key = tuple[bytes, bytes, int]
-
-
-def _key(origin: httpcore.Origin) -> _Key:
-    return origin.scheme, origin.host, origin.port
+_Key = tuple[bytes, str, int]
 
 
 @contextmanager
 def _httpx_errors() -> Iterator[None]:
-    """Re-raise httpcore's exceptions as the matching httpx ones (most specific first)."""
+    """Re-raise :mod:`.http11`'s failures as the matching httpx exceptions."""
     try:
         yield
-    except tuple(_ERRORS) as exc:
-        mapped = next(m for core, m in _ERRORS.items() if isinstance(exc, core))
-        raise mapped(str(exc)) from exc
+    except http11.Timeout as exc:
+        timeout = httpx.ReadTimeout if exc.phase == "read" else httpx.WriteTimeout
+        raise timeout(str(exc)) from exc
+    except http11.Disconnected as exc:
+        error = httpx.ReadError if exc.phase == "read" else httpx.WriteError
+        raise error(str(exc)) from exc
+    except http11.ProtocolError as exc:
+        raise httpx.RemoteProtocolError(str(exc)) from exc
+    except http11.RequestError as exc:
+        raise httpx.LocalProtocolError(str(exc)) from exc
 
 
 class PooledTransport(httpx.AsyncBaseTransport):
@@ -86,7 +63,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._slots = trio.Semaphore(max_connections)
-        self._idle: dict[_Key, list[httpcore.AsyncHTTPConnection]] = {}
+        self._idle: dict[_Key, list[http11.Connection]] = {}
         self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
 
@@ -95,70 +72,83 @@ class PooledTransport(httpx.AsyncBaseTransport):
             self._ssl_context = httpx.create_ssl_context()
         return self._ssl_context
 
-    async def _connection(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
-        """The most recently used idle connection to ``origin`` still fit for a request,
-        else a new one (it connects on its first request)."""
-        stack = self._idle.get(_key(origin))
+    async def _connection(self, key: _Key, within: float | None) -> http11.Connection:
+        """The most recently used idle connection to ``key``'s origin still fit for a
+        request, else a new one connected ``within`` seconds."""
+        stack = self._idle.get(key)
         while stack:
             connection = stack.pop()
-            if connection.is_available() and not connection.has_expired():
+            if not connection.expired():
                 return connection
-            await _close(connection)
-        return httpcore.AsyncHTTPConnection(
-            origin,
-            ssl_context=self._ssl() if origin.scheme == b"https" else None,
-            keepalive_expiry=self._keepalive_expiry,
-            network_backend=_BACKEND,
-        )
+            await connection.aclose()
+        with trio.move_on_after(http11.forever(within)):
+            return await self._connect(*key)
+        raise httpx.ConnectTimeout(f"connect to {key[1]}:{key[2]} timed out")
 
-    async def _release(
-        self, connection: httpcore.AsyncHTTPConnection, origin: httpcore.Origin
-    ) -> None:
-        """A request on ``connection`` ended: keep it for the next if it is idle again."""
+    async def _connect(self, scheme: bytes, host: str, port: int) -> http11.Connection:
         try:
-            if connection.is_idle() and not connection.is_closed():
-                stack = self._idle.setdefault(_key(origin), [])
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            raise httpx.ConnectError(f"connect to {host}:{port}: {exc}") from exc
+        if scheme == b"https":
+            tls = trio.SSLStream(stream, self._ssl(), server_hostname=host, https_compatible=True)
+            try:
+                await tls.do_handshake()
+            except BaseException as exc:
+                await trio.aclose_forcefully(stream)
+                if isinstance(exc, trio.BrokenResourceError | OSError):
+                    raise httpx.ConnectError(f"TLS with {host}:{port}: {exc}") from exc
+                raise
+            stream = tls
+        return http11.Connection(stream, keepalive_expiry=self._keepalive_expiry)
+
+    async def _release(self, connection: http11.Connection, key: _Key) -> None:
+        """A request on ``connection`` ended: keep it for the next if it is reusable."""
+        try:
+            if connection.reusable:
+                connection.release()
+                stack = self._idle.setdefault(key, [])
                 stack.append(connection)
                 await _close_oldest_expired(stack)
             else:
-                await _close(connection)
+                await connection.aclose()
         finally:
             self._slots.release()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)
         url = request.url
-        core = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        pool_timeout = request.extensions.get("timeout", {}).get("pool")
-        with trio.move_on_after(float("inf") if pool_timeout is None else pool_timeout) as wait:
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        key = (url.raw_scheme, url.host, url.port or (443 if url.raw_scheme == b"https" else 80))
+        content_length = _content_length(request.headers)
+        with trio.move_on_after(http11.forever(timeouts.get("pool"))) as wait:
             await self._slots.acquire()
         if wait.cancelled_caught:
             raise httpx.PoolTimeout("no free connection within the pool timeout")
-        origin = core.url.origin
         try:
-            connection = await self._connection(origin)
+            connection = await self._connection(key, timeouts.get("connect"))
         except BaseException:
             self._slots.release()
             raise
         try:
             with _httpx_errors():
-                response = await connection.handle_async_request(core)
+                head = await connection.request(
+                    request.method.encode("ascii"),
+                    url.raw_path,
+                    request.headers.raw,
+                    request.stream,
+                    content_length,
+                    read_timeout=timeouts.get("read"),
+                    write_timeout=timeouts.get("write"),
+                )
         except BaseException:
-            await self._release(connection, origin)
+            await self._release(connection, key)  # closes it: its exchange did not finish
             raise
         return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_Body(response.stream, lambda: self._release(connection, origin)),
-            extensions=response.extensions,
+            status_code=head.status,
+            headers=head.headers,
+            stream=_Body(connection, lambda: self._release(connection, key)),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
         )
 
     async def aclose(self) -> None:
@@ -166,116 +156,52 @@ class PooledTransport(httpx.AsyncBaseTransport):
         stacks, self._idle = self._idle, {}
         for stack in stacks.values():
             for connection in stack:
-                await _close(connection)
+                await connection.aclose()
 
 
-class _CoalescingStream(httpcore.AsyncNetworkStream):
-    """A network stream whose small writes wait for the next write or read (see the
-    module docstring); everything else is the wrapped stream's."""
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
-        self._stream = stream
-        self._held = b""
-
-    async def _flush(self, timeout: float | None) -> None:  # noqa: ASYNC109 - httpcore's
-        if self._held:
-            held, self._held = self._held, b""
-            await self._stream.write(held, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        if not buffer:
-            return
-        if self._held and len(buffer) <= JOIN_WRITE:
-            buffer, self._held = self._held + buffer, b""
-        await self._flush(timeout)
-        if len(buffer) <= HOLD_WRITE:
-            self._held = bytes(buffer)
-            return
-        await self._stream.write(buffer, timeout)
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        await self._flush(timeout)
-        return await self._stream.read(max_bytes, timeout)
-
-    async def aclose(self) -> None:
-        self._held = b""
-        await self._stream.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-    ) -> httpcore.AsyncNetworkStream:
-        await self._flush(timeout)
-        return _CoalescingStream(
-            await self._stream.start_tls(ssl_context, server_hostname, timeout)
-        )
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class _CoalescingBackend(httpcore.AsyncNetworkBackend):
-    """trio's network backend, its TCP streams wrapped in :class:`_CoalescingStream`."""
-
-    def __init__(self) -> None:
-        self._trio = httpcore.TrioBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._trio.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _CoalescingStream(stream)
-
-    async def sleep(self, seconds: float) -> None:
-        await trio.sleep(seconds)
-
-
-_BACKEND = _CoalescingBackend()
+def _content_length(headers: httpx.Headers) -> int:
+    """The request body's length; a body of unknown length is refused (S3 needs one)."""
+    if "transfer-encoding" in headers:
+        raise httpx.LocalProtocolError("chunked request bodies are not supported")
+    value = headers.get("content-length", "0")
+    if not value.isdigit():
+        raise httpx.LocalProtocolError(f"bad Content-Length {value!r}")
+    return int(value)
 
 
 class _Body(httpx.AsyncByteStream):
-    """A response body from one pooled connection; closing it hands the connection back."""
+    """A response body from one pooled connection; closing it hands the connection back
+    (kept if the body was read to its end, else closed)."""
 
-    def __init__(self, stream: Any, release: Callable[[], Awaitable[None]]) -> None:
-        self._stream = stream
+    def __init__(self, connection: http11.Connection, release: Callable[[], Awaitable[None]]):
+        self._connection = connection
         self._release = release
         self._closed = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
         with _httpx_errors():
-            async for part in self._stream:
-                yield part
+            piece = await self._connection.next_piece()
+        if not piece:
+            raise StopAsyncIteration
+        return piece
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        try:
-            with trio.CancelScope(shield=True), _httpx_errors():
-                await self._stream.aclose()
-        finally:
-            with trio.CancelScope(shield=True):
-                await self._release()
+        with trio.CancelScope(shield=True):
+            await self._release()
 
 
-async def _close_oldest_expired(stack: list[httpcore.AsyncHTTPConnection]) -> None:
+async def _close_oldest_expired(stack: list[http11.Connection]) -> None:
     """Close the least recently used idle connections of ``stack`` (its bottom) while
     they have expired or the server closed them, keeping the newest: after a burst,
     the connections it opened close as they expire even when later requests only ever
     reuse the top one. One check per release in the steady state."""
-    while len(stack) > 1 and stack[0].has_expired():
-        await _close(stack.pop(0))
-
-
-async def _close(connection: httpcore.AsyncHTTPConnection) -> None:
-    """Close a connection no request is using (shielded: it must not leak on cancel)."""
-    # a socket failing to close is gone anyway
-    with trio.CancelScope(shield=True), contextlib.suppress(OSError):
-        await connection.aclose()
+    while len(stack) > 1 and stack[0].expired():
+        await stack.pop(0).aclose()

@@ -8,17 +8,12 @@ import socket
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpcore
 import httpx
 import pytest
 import trio
 
-from streamer._storage.httppool import (
-    HOLD_WRITE,
-    JOIN_WRITE,
-    PooledTransport,
-    _CoalescingStream,
-)
+from streamer._storage.http11 import JOIN_BODY
+from streamer._storage.httppool import PooledTransport
 from tests.support.threadserver import serving
 
 
@@ -110,7 +105,7 @@ async def test_a_bursts_idle_connections_close_once_expired(server: _Counting) -
             await trio.sleep(0.1)
             assert await _get(transport, _url(server, f"/{n}")) == f"/{n}".encode() * 100
         assert len(stack) == 1  # the burst's three others expired and were closed
-        assert not stack[0].is_closed()
+        assert not stack[0].closed
     assert type(server).connections == 4  # and the one reused was never replaced
 
 
@@ -150,46 +145,9 @@ async def test_cancelled_request_frees_its_slot(server: _Counting) -> None:
         assert await _get(transport, _url(server, "/y"), wait=1) == b"/y" * 100
 
 
-class _Recorder(httpcore.AsyncNetworkStream):
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        self.sent.append(bytes(buffer))
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        self.sent.append(b"<read>")
-        return b""
-
-    async def aclose(self) -> None:
-        pass
-
-
-async def test_small_writes_go_out_together_before_a_read() -> None:
-    inner = _Recorder()
-    stream = _CoalescingStream(inner)
-    await stream.write(b"HEAD")
-    await stream.write(b"")
-    assert inner.sent == []  # held
-    await stream.write(b"body")
-    await stream.read(10)
-    assert inner.sent == [b"HEADbody", b"<read>"]
-
-
-async def test_a_big_write_is_not_held() -> None:
-    inner = _Recorder()
-    stream = _CoalescingStream(inner)
-    big = b"x" * (JOIN_WRITE + 1)
-    await stream.write(b"HEAD")
-    await stream.write(big)
-    assert inner.sent == [b"HEAD", big]  # too big to copy: the held head goes first
-    await stream.write(b"y" * (HOLD_WRITE + 1))
-    assert len(inner.sent) == 3
-
-
 async def test_requests_with_small_bodies_arrive_whole(server: _Counting) -> None:
     async with PooledTransport(max_connections=1) as transport:
-        for size in (0, 1, 100, HOLD_WRITE, HOLD_WRITE + 1, JOIN_WRITE + 1):
+        for size in (0, 1, 100, JOIN_BODY, JOIN_BODY + 1, 3 * JOIN_BODY + 7):
             body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
             request = httpx.Request("POST", _url(server, "/echo"), content=body)
             response = await transport.handle_async_request(request)

@@ -1,0 +1,425 @@
+"""One HTTP/1.1 client connection on a trio stream: the S3 transport's wire.
+
+httpx's own stack (httpx → httpcore → h11) spends about half of the CPU a 4 KiB
+S3 request costs on its layers: trace hooks, locks and state machines per
+request, and h11's validation per event. S3 uses a small corner of HTTP/1.1:
+requests that streamer builds itself (method, target, headers, a body of known
+length) and responses framed by Content-Length or chunked encoding. This
+module speaks exactly that, strictly, in a few calls per request:
+
+- A request's head goes out in one ``send`` together with its body when that is
+  small (a lone small ``send`` on loopback costs the sender the receiver's TCP
+  processing too); larger bodies follow piece by piece.
+- A response head is read whole (at most :data:`MAX_HEAD_BYTES`) and parsed
+  strictly (RFC 9112): a status line ``HTTP/1.x NNN``, ``name: value`` lines
+  with token names and no control characters, no obsolete line folding;
+  ``1xx`` interim responses are skipped. Anything else is a
+  :class:`ProtocolError`, never a guess.
+- Body framing follows RFC 9112 §6.3: none for HEAD, 1xx, 204 and 304;
+  ``Transfer-Encoding: chunked`` (chunk extensions and trailers are read and
+  dropped); ``Content-Length`` (repeated values must agree); else until the
+  server closes. A body read to its end leaves the connection reusable when
+  both sides allow keep-alive; anything else (a half-read body, extra bytes,
+  read-until-close) closes it.
+- If sending fails because the server answered early and closed (an error
+  before a big body was taken), the response it sent is still returned.
+
+Errors are :class:`ProtocolError` (the server broke HTTP/1.1),
+:class:`RequestError` (the request cannot be framed), :class:`Disconnected`
+(the stream failed: reset, broken pipe, TLS) and :class:`Timeout`; callers map
+them (:mod:`.httppool`). Timeouts are the caller's: :class:`Connection` takes a
+read and a write timeout per request, applied to each receive and each send.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import cast
+
+import trio
+
+MAX_HEAD_BYTES = 64 * 1024  # a response head (status line and headers) longer is refused
+MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) longer is refused
+READ_BYTES = 1 << 20  # most bytes asked of the socket per receive (see _netio)
+JOIN_BODY = 256 * 1024  # a body up to this size goes out in the head's send
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class ProtocolError(Exception):
+    """The server's bytes are not a well-formed HTTP/1.1 response."""
+
+
+class RequestError(Exception):
+    """The request cannot be sent as asked (a bad header, a body of the wrong length)."""
+
+
+class Timeout(Exception):
+    """A receive or a send took longer than its timeout; ``phase`` is ``read`` or ``write``."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(f"{phase} timed out")
+        self.phase = phase
+
+
+class Disconnected(Exception):
+    """The stream failed (reset, broken pipe, TLS error) in ``phase`` (``read``/``write``)."""
+
+    def __init__(self, phase: str, cause: BaseException) -> None:
+        super().__init__(f"{phase} failed: {type(cause).__name__}: {cause}")
+        self.phase = phase
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A response's status line and headers (names lower-cased, values as sent)."""
+
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool
+
+    def values(self, name: bytes) -> list[bytes]:
+        """Every value of header ``name`` (lower-case), in order."""
+        return [value for key, value in self.headers if key == name]
+
+
+def parse_head(data: bytes) -> Head:
+    """Parse a response head (without its blank line) or raise :class:`ProtocolError`."""
+    lines = data.split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        raise ProtocolError(f"bad status line {lines[0][:100]!r}")
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise ProtocolError(f"bad header line {line[:100]!r}")  # obs-fold starts with SP
+        value = value.strip(b" \t")
+        if _FIELD_VALUE_BAD.search(value):
+            raise ProtocolError(f"control character in header {name[:100]!r}")
+        headers.append((name.lower(), value))
+    connection = {
+        token.strip().lower()
+        for key, value in headers
+        if key == b"connection"
+        for token in value.split(b",")
+    }
+    keep_alive = version == b"HTTP/1.1" and b"close" not in connection
+    return Head(int(code), reason, headers, keep_alive)
+
+
+def body_framing(head: Head, method: bytes) -> tuple[str, int]:
+    """How the body after ``head`` is delimited: ``("length", n)``, ``("chunked", 0)``
+    or ``("close", 0)`` (until the server closes); RFC 9112 §6.3."""
+    if method == b"HEAD" or head.status in _NO_BODY_STATUSES or head.status < 200:
+        return "length", 0
+    codings = [c.strip().lower() for v in head.values(b"transfer-encoding") for c in v.split(b",")]
+    if codings:
+        return ("chunked", 0) if codings[-1] == b"chunked" else ("close", 0)
+    lengths = {v.strip() for value in head.values(b"content-length") for v in value.split(b",")}
+    if not lengths:
+        return "close", 0
+    if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+        raise ProtocolError(f"bad Content-Length {sorted(lengths)!r}")
+    return "length", int(lengths.pop())
+
+
+def request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytearray:
+    """The request line and headers, ending in the blank line; :class:`RequestError` for a
+    method, target or header that would let bytes escape their field."""
+    if not _TOKEN.fullmatch(method) or not target or _FIELD_VALUE_BAD.search(target + b" "):
+        raise RequestError(f"bad request line {method!r} {target[:100]!r}")
+    out = bytearray(b"%s %s HTTP/1.1\r\n" % (method, target))
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name) or _FIELD_VALUE_BAD.search(value):
+            raise RequestError(f"bad request header {name[:100]!r}")
+        out += b"%s: %s\r\n" % (name, value)
+    out += b"\r\n"
+    return out
+
+
+class Connection:
+    """One HTTP/1.1 connection: one request at a time, kept alive between them.
+
+    Use :meth:`request` to send a request and read its response head, then
+    iterate :meth:`body` (or call :meth:`finish`) and call :meth:`release`:
+    the connection is then idle and reusable (:attr:`reusable`) or closed.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, *, keepalive_expiry: float) -> None:
+        self._stream = stream
+        self._keepalive_expiry = keepalive_expiry
+        self._buffer = bytearray()
+        self._framing = ("length", 0)
+        self._remaining = 0  # body bytes (or bytes of the current chunk) still to come
+        self._body_done = True
+        self._keep_alive = True
+        self._closed = False
+        self._idle_since = time.monotonic()
+        self._read_timeout: float | None = None
+        self._write_timeout: float | None = None
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the last response was read to its end and both sides keep alive."""
+        return not self._closed and self._body_done and self._keep_alive
+
+    def expired(self, now: float | None = None) -> bool:
+        """Idle past the keep-alive expiry, or closed by the server meanwhile (it sent EOF
+        or bytes nobody asked for: either way unusable)."""
+        if self._closed:
+            return True
+        if (
+            now if now is not None else time.monotonic()
+        ) - self._idle_since > self._keepalive_expiry:
+            return True
+        return _readable(self._stream)
+
+    async def aclose(self) -> None:
+        """Close the stream (shielded: a connection must not leak on cancel)."""
+        if self._closed:
+            return
+        self._closed = True
+        # shielded; a socket failing to close is gone anyway
+        with trio.CancelScope(shield=True), suppress(trio.BrokenResourceError, OSError):
+            await self._stream.aclose()
+
+    def release(self) -> None:
+        """The caller is done with the response: mark the connection idle from now."""
+        self._idle_since = time.monotonic()
+
+    # -- one exchange -----------------------------------------------------------
+
+    async def request(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: AsyncIterable[bytes | memoryview] | None,
+        content_length: int,
+        *,
+        read_timeout: float | None,
+        write_timeout: float | None,
+    ) -> Head:
+        """Send a request (``content_length`` body bytes from ``body``) and return its
+        response's head; the body is then read through :meth:`body`."""
+        if not self.reusable:
+            raise RuntimeError("request on a connection that is busy or closed")
+        self._read_timeout, self._write_timeout = read_timeout, write_timeout
+        self._body_done = False
+        head = request_head(method, target, headers)
+        try:
+            await self._send_request(head, body, content_length)
+        except Disconnected as failed:
+            # The server may have answered and closed before taking the whole body (an
+            # error for a big part): that answer is the one to report, if it came.
+            self._keep_alive = False
+            try:
+                return await self._read_head(method)
+            except (ProtocolError, Timeout, Disconnected):
+                raise failed from None
+        return await self._read_head(method)
+
+    async def _send_request(
+        self, head: bytearray, body: AsyncIterable[bytes | memoryview] | None, length: int
+    ) -> None:
+        """Send ``head`` and the body; pieces that fit within :data:`JOIN_BODY` of the
+        head go out in its ``send``."""
+        pending: bytearray | None = head
+        limit = len(head) + JOIN_BODY
+        sent = 0
+        if body is not None:
+            async for piece in body:
+                sent += len(piece)
+                if sent > length:
+                    break
+                if pending is not None and len(pending) + len(piece) <= limit:
+                    pending += piece
+                    continue
+                if pending is not None:
+                    await self._send(pending)
+                    pending = None
+                await self._send(piece)
+        if sent != length:
+            self._keep_alive = False
+            raise RequestError(f"body of {sent}+ bytes for a Content-Length of {length}")
+        if pending is not None:
+            await self._send(pending)
+
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+        with trio.move_on_after(forever(self._write_timeout)) as scope:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, OSError) as exc:
+                self._keep_alive = False
+                raise Disconnected("write", exc) from exc
+        if scope.cancelled_caught:
+            self._keep_alive = False
+            raise Timeout("write")
+
+    async def _receive(self) -> bytes:
+        with trio.move_on_after(forever(self._read_timeout)):
+            try:
+                # trio's streams return bytes (the bytearray in their type is for others)
+                return cast(bytes, await self._stream.receive_some(READ_BYTES))
+            except (trio.BrokenResourceError, OSError) as exc:
+                self._keep_alive = False
+                raise Disconnected("read", exc) from exc
+        self._keep_alive = False
+        raise Timeout("read")
+
+    async def _read_head(self, method: bytes) -> Head:
+        while True:
+            head = parse_head(await self._read_head_bytes())
+            if head.status >= 200 or head.status == 101:
+                break  # 1xx interim responses (100 Continue) come before the real one
+        if head.status == 101:
+            raise ProtocolError("unexpected 101 Switching Protocols")
+        self._keep_alive = self._keep_alive and head.keep_alive
+        self._framing = body_framing(head, method)
+        kind, length = self._framing
+        if kind == "close":
+            self._keep_alive = False
+        self._remaining = length
+        self._body_done = kind == "length" and length == 0
+        if self._body_done and self._buffer:
+            self._keep_alive = False  # bytes nobody asked for
+        return head
+
+    async def _read_head_bytes(self) -> bytes:
+        searched = 0
+        while (end := self._buffer.find(b"\r\n\r\n", searched)) < 0:
+            if len(self._buffer) > MAX_HEAD_BYTES:
+                raise ProtocolError(f"response head over {MAX_HEAD_BYTES} bytes")
+            searched = max(0, len(self._buffer) - 3)
+            data = await self._receive()
+            if not data:
+                self._keep_alive = False
+                if self._buffer:
+                    raise ProtocolError("connection closed inside a response head")
+                raise ProtocolError("server disconnected without sending a response")
+            self._buffer += data
+        if end > MAX_HEAD_BYTES:
+            raise ProtocolError(f"response head over {MAX_HEAD_BYTES} bytes")
+        head = bytes(self._buffer[:end])
+        del self._buffer[: end + 4]
+        return head
+
+    # -- the body ---------------------------------------------------------------
+
+    async def next_piece(self) -> bytes:
+        """The next piece of the response body; ``b""`` once it has ended."""
+        if self._body_done:
+            return b""
+        kind = self._framing[0]
+        if kind == "length":
+            return await self._length_piece()
+        if kind == "chunked":
+            return await self._chunked_piece()
+        data = self._take_buffer() or await self._receive()
+        if not data:
+            self._body_done = True
+        return data
+
+    def _take_buffer(self, limit: int | None = None) -> bytes:
+        if not self._buffer:
+            return b""
+        if limit is None or limit >= len(self._buffer):
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            return data
+        data = bytes(self._buffer[:limit])
+        del self._buffer[:limit]
+        return data
+
+    async def _length_piece(self) -> bytes:
+        data = self._take_buffer(self._remaining) or await self._receive()
+        if not data:
+            self._keep_alive = False
+            raise ProtocolError(f"connection closed with {self._remaining} body bytes to come")
+        if len(data) > self._remaining:  # more than the body: bytes nobody asked for
+            self._keep_alive = False
+            data = data[: self._remaining]
+        self._remaining -= len(data)
+        if self._remaining == 0:
+            self._body_done = True
+            if self._buffer:
+                self._keep_alive = False
+        return data
+
+    async def _chunked_piece(self) -> bytes:
+        if self._remaining == 0:
+            size = await self._chunk_size()
+            if size == 0:
+                while await self._read_line():  # trailers, dropped, up to the blank line
+                    pass
+                self._body_done = True
+                if self._buffer:
+                    self._keep_alive = False
+                return b""
+            self._remaining = size
+        data = self._take_buffer(self._remaining) or await self._receive()
+        if not data:
+            self._keep_alive = False
+            raise ProtocolError("connection closed inside a chunk")
+        if len(data) > self._remaining:  # the rest is framing and later chunks
+            self._buffer += data[self._remaining :]
+            data = data[: self._remaining]
+        self._remaining -= len(data)
+        if self._remaining == 0 and await self._read_exact(2) != b"\r\n":
+            raise ProtocolError("chunk data not followed by CRLF")
+        return data
+
+    async def _chunk_size(self) -> int:
+        line = await self._read_line()
+        text = line.partition(b";")[0].strip(b" \t")  # chunk extensions are dropped
+        if not text or len(text) > 16 or text.strip(b"0123456789abcdefABCDEF"):
+            raise ProtocolError(f"bad chunk size line {line[:100]!r}")
+        return int(text, 16)
+
+    async def _read_line(self) -> bytes:
+        while (end := self._buffer.find(b"\r\n")) < 0:
+            if len(self._buffer) > MAX_CHUNK_LINE:
+                raise ProtocolError("chunk line too long")
+            await self._fill("inside chunked framing")
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 2]
+        return line
+
+    async def _read_exact(self, count: int) -> bytes:
+        while len(self._buffer) < count:
+            await self._fill("inside chunked framing")
+        return self._take_buffer(count)
+
+    async def _fill(self, where: str) -> None:
+        data = await self._receive()
+        if not data:
+            self._keep_alive = False
+            raise ProtocolError(f"connection closed {where}")
+        self._buffer += data
+
+
+def forever(timeout: float | None) -> float:
+    """``timeout`` for trio (``None``: no limit)."""
+    return float("inf") if timeout is None else timeout
+
+
+def _readable(stream: trio.abc.Stream) -> bool:
+    """Whether the socket under ``stream`` has something to read (EOF counts)."""
+    transport = getattr(stream, "transport_stream", stream)  # through an SSLStream
+    sock = getattr(transport, "socket", None)
+    return sock is not None and bool(sock.is_readable())
