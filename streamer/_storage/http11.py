@@ -219,9 +219,9 @@ class Connection:
         response's head; the body is then read through :meth:`body`."""
         if not self.reusable:
             raise RuntimeError("request on a connection that is busy or closed")
+        head = request_head(method, target, headers)  # a bad one leaves the connection as is
         self._read_timeout, self._write_timeout = read_timeout, write_timeout
         self._body_done = False
-        head = request_head(method, target, headers)
         try:
             await self._send_request(head, body, content_length)
         except Disconnected as failed:

@@ -1,0 +1,235 @@
+"""http11.Connection against a scripted server on the other end of an in-memory stream:
+framing (Content-Length, chunked, until close), keep-alive rules, strict parsing of
+hostile heads, early responses and timeouts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+
+from streamer._storage import http11
+from streamer._storage.s3body import SlicedBody
+
+GET = (b"GET", b"/k", [(b"Host", b"s3")], None, 0)
+
+
+def _pair() -> tuple[
+    http11.Connection,
+    trio.StapledStream[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream],
+]:
+    client, server = trio.testing.memory_stream_pair()
+    return http11.Connection(client, keepalive_expiry=5.0), server
+
+
+async def _exchange(
+    reply: bytes, *, method: bytes = b"GET", close_after: bool = False
+) -> tuple[http11.Connection, http11.Head, bytes]:
+    """Send one request to a server that has ``reply`` waiting (then closes, with
+    ``close_after``); returns the connection, the head and the whole body."""
+    connection, server = _pair()
+    await server.send_all(reply)
+    if close_after:
+        await server.send_stream.aclose()
+    head = await connection.request(
+        method, b"/k", [(b"Host", b"s3")], None, 0, read_timeout=5, write_timeout=5
+    )
+    body = b""
+    while piece := await connection.next_piece():
+        body += piece
+    return connection, head, body
+
+
+async def test_content_length_body_keeps_the_connection() -> None:
+    connection, head, body = await _exchange(
+        b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "x"\r\n\r\nhello'
+    )
+    assert (head.status, body, head.values(b"etag")) == (200, b"hello", [b'"x"'])
+    assert connection.reusable
+
+
+async def test_chunked_body_with_extensions_and_trailers() -> None:
+    reply = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+    connection, _, body = await _exchange(reply)
+    assert body == b"hello world"
+    assert connection.reusable
+
+
+async def test_body_until_close_is_not_reused() -> None:
+    connection, _, body = await _exchange(b"HTTP/1.1 200 OK\r\n\r\nall of it", close_after=True)
+    assert body == b"all of it"
+    assert not connection.reusable
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabEXTRA",  # bytes nobody asked for
+    ],
+)
+async def test_responses_that_end_keep_alive(reply: bytes) -> None:
+    connection, _, _ = await _exchange(reply)
+    assert not connection.reusable
+
+
+async def test_head_and_no_content_responses_have_no_body() -> None:
+    connection, head, body = await _exchange(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", method=b"HEAD"
+    )
+    assert (head.values(b"content-length"), body, connection.reusable) == ([b"1234"], b"", True)
+    connection, head, body = await _exchange(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert (head.status, body, connection.reusable) == (204, b"", True)
+
+
+async def test_interim_responses_are_skipped() -> None:
+    _, head, body = await _exchange(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    )
+    assert (head.status, body) == (200, b"ok")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/2 200 OK\r\n\r\n",
+        b"HTTP/1.1 20 OK\r\n\r\n",
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nNo-Colon\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nA: b\r\n folded\r\n\r\n",  # obsolete line folding
+        b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nA: b\x00c\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    ],
+)
+async def test_malformed_responses_are_protocol_errors(reply: bytes) -> None:
+    with pytest.raises(http11.ProtocolError):
+        await _exchange(reply, close_after=True)
+
+
+async def test_a_response_head_is_bounded() -> None:
+    endless = b"HTTP/1.1 200 OK\r\n" + b"X-A: " + b"a" * (http11.MAX_HEAD_BYTES + 10)
+    with pytest.raises(http11.ProtocolError, match="over"):
+        await _exchange(endless)
+
+
+async def test_a_body_cut_short_is_an_error() -> None:
+    with pytest.raises(http11.ProtocolError, match="body bytes to come"):
+        await _exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", close_after=True)
+    with pytest.raises(http11.ProtocolError, match="without sending a response"):
+        await _exchange(b"", close_after=True)
+
+
+async def test_request_bytes_and_refusal_of_injected_headers() -> None:
+    connection, server = _pair()
+
+    async def pieces() -> AsyncIterator[bytes | memoryview]:
+        yield b"a" * 10
+        yield memoryview(b"b" * 5)
+
+    async with trio.open_nursery() as nursery:
+
+        async def answer() -> None:
+            data = b""
+            while not data.endswith(b"b" * 5):
+                data += await server.receive_some()
+            assert data == b"PUT /k HTTP/1.1\r\nHost: s3\r\nContent-Length: 15\r\n\r\n" + (
+                b"a" * 10 + b"b" * 5
+            )
+            await server.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+        nursery.start_soon(answer)
+        head = await connection.request(
+            b"PUT",
+            b"/k",
+            [(b"Host", b"s3"), (b"Content-Length", b"15")],
+            pieces(),
+            15,
+            read_timeout=5,
+            write_timeout=5,
+        )
+    assert head.status == 200 and connection.reusable
+    for bad in ([(b"X-A", b"v\r\nInjected: 1")], [(b"Bad Name", b"v")]):
+        with pytest.raises(http11.RequestError):
+            await connection.request(b"GET", b"/k", bad, None, 0, read_timeout=1, write_timeout=1)
+    with pytest.raises(http11.RequestError):
+        await connection.request(
+            b"GET", b"/k\r\nX: y", [], None, 0, read_timeout=1, write_timeout=1
+        )
+
+
+async def test_a_body_shorter_than_its_content_length_is_refused() -> None:
+    connection, server = _pair()
+
+    async def one() -> AsyncIterator[bytes]:
+        yield b"abc"
+
+    with pytest.raises(http11.RequestError, match="Content-Length of 10"):
+        await connection.request(b"PUT", b"/k", [], one(), 10, read_timeout=1, write_timeout=1)
+    with trio.move_on_after(0.05):
+        assert not await server.receive_some(), "nothing of the request was to be sent"
+    assert not connection.reusable
+
+
+async def test_an_early_answer_to_a_big_body_is_returned() -> None:
+    """The server refuses before reading the body and closes: its answer is what counts."""
+    client_sock, server_sock = trio.socket.socketpair()
+    connection = http11.Connection(trio.SocketStream(client_sock), keepalive_expiry=5)
+    server = trio.SocketStream(server_sock)
+
+    async with trio.open_nursery() as nursery:
+
+        async def refuse() -> None:
+            await server.receive_some(100)
+            await server.send_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\ndenied")
+            await trio.sleep(0.05)
+            server_sock.close()
+
+        nursery.start_soon(refuse)
+        head = await connection.request(
+            b"PUT",
+            b"/k",
+            [],
+            SlicedBody(bytes(64 << 20)),
+            64 << 20,
+            read_timeout=5,
+            write_timeout=5,
+        )
+    assert head.status == 403
+    assert await connection.next_piece() == b"denied"
+    assert not connection.reusable
+    await connection.aclose()
+
+
+async def test_read_timeout() -> None:
+    connection, _ = _pair()
+    with pytest.raises(http11.Timeout) as caught:
+        await connection.request(*GET, read_timeout=0.05, write_timeout=1)
+    assert caught.value.phase == "read"
+    assert not connection.reusable
+
+
+async def test_idle_connection_the_server_closed_has_expired() -> None:
+    client_sock, server_sock = trio.socket.socketpair()
+    connection = http11.Connection(trio.SocketStream(client_sock), keepalive_expiry=5)
+    assert not connection.expired()
+    server_sock.close()
+    assert connection.expired()  # EOF waiting: unusable
+    await connection.aclose()
+
+
+async def test_idle_connection_expires_after_its_keepalive() -> None:
+    connection = http11.Connection(trio.testing.memory_stream_pair()[0], keepalive_expiry=0.01)
+    assert not connection.expired()
+    await trio.sleep(0.02)
+    assert connection.expired()
