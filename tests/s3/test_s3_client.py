@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 
+import botocore.auth  # type: ignore[import-untyped]
 import httpx
 import pytest
 import trio
 import trio.testing
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+from botocore.credentials import Credentials  # type: ignore[import-untyped]
 
 from streamer._errors import ConfigError
 from streamer._storage import s3xml
 from streamer._storage.s3client import S3Client
 from streamer._storage.s3errors import S3Error, S3NotFound
+from streamer._storage.s3object import _http_date_ns
 from streamer._storage.s3settings import MiB, S3Settings
 from tests.support.faultproxy import s3_error_body
 
@@ -138,6 +145,27 @@ async def test_requests_are_signed_with_the_payload_hash() -> None:
     assert request.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
 
 
+async def test_signature_is_botocores_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's signer (headers selected once, Host given) signs exactly as botocore's
+    stock S3SigV4Auth does for the same request at the same moment, virtual-host style too."""
+    transport, seen = scripted(reply(200), reply(200))
+    async with S3Client(settings(session_token="tok"), transport=transport) as client:
+        await client.put_object("b", "dir/a b+c ü.txt", b"data", metadata={"sha256": "00"})
+    async with S3Client(settings(addressing_style="virtual"), transport=transport) as client:
+        await client.head_object("b", "k")
+    for sent, token in zip(seen, ("tok", None), strict=True):
+        moment = datetime.strptime(sent.headers["x-amz-date"], "%Y%m%dT%H%M%SZ")
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda m=moment: m)
+        signed = sent.headers["authorization"].partition("SignedHeaders=")[2].partition(",")[0]
+        assert "host" in signed.split(";")
+        unsigned = {k: v for k, v in sent.headers.items() if k in signed.split(";")}
+        again = AWSRequest(
+            method=sent.method, url=str(sent.url), headers=unsigned, data=sent.content
+        )
+        S3SigV4Auth(Credentials("AKIDEXAMPLE", "secret", token), "s3", "us-east-1").add_auth(again)
+        assert again.headers["Authorization"] == sent.headers["authorization"]
+
+
 async def test_unsigned_payload_skips_hashing_bodies_but_not_listings() -> None:
     transport, seen = scripted(reply(200), reply(200, headers={"ETag": '"p"'}), reply(200))
     data = bytes(range(256)) * 5000  # sent in slices: the server must see it whole
@@ -215,3 +243,25 @@ def test_xml_listing_pages() -> None:
     assert uploads == s3xml.UploadPage([s3xml.UploadSummary("k", "u")], "k", "u")
     assert s3xml.parse_error(b"<ListBucketResult/>") is None
     assert s3xml.parse_error(s3_error_body("SlowDown", "slow")) == ("SlowDown", "slow")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sun, 06 Nov 1994 08:49:37 GMT",
+        "Wed, 29 Feb 2028 23:59:59 GMT",
+        "Sunday, 06-Nov-94 08:49:37 GMT",  # obsolete RFC 850 form: the slow path
+        "Sun, 32 Nov 1994 08:49:37 GMT",
+        "Sun, 06 Nov 1994 25:00:00 GMT",
+        "Sun, 06 Xyz 1994 08:49:37 GMT",
+        "Sun, 06 Nov 1994 08:4x:37 GMT",
+        "garbage",
+    ],
+)
+def test_last_modified_dates(value: str) -> None:
+    """The fast IMF-fixdate reader agrees with email.utils, and refuses what it refuses."""
+    try:
+        expected: int | None = s3xml.datetime_ns(parsedate_to_datetime(value))
+    except (TypeError, ValueError):
+        expected = None
+    assert _http_date_ns(value) == expected
