@@ -24,7 +24,7 @@ module speaks exactly that, strictly, in a few calls per request:
 - If sending fails because the server answered early and closed (an error
   before a big body was taken), the response it sent is still returned.
 
-Errors are :class:`ProtocolError` (the server broke HTTP/1.1),
+Errors are all :class:`WireError`: :class:`ProtocolError` (the server broke HTTP/1.1),
 :class:`RequestError` (the request cannot be framed), :class:`Disconnected`
 (the stream failed: reset, broken pipe, TLS) and :class:`Timeout`; callers map
 them (:mod:`.httppool`). Timeouts are the caller's: :class:`Connection` takes a
@@ -52,15 +52,19 @@ _FIELD_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
-class ProtocolError(Exception):
+class WireError(Exception):
+    """Base of this module's failures."""
+
+
+class ProtocolError(WireError):
     """The server's bytes are not a well-formed HTTP/1.1 response."""
 
 
-class RequestError(Exception):
+class RequestError(WireError):
     """The request cannot be sent as asked (a bad header, a body of the wrong length)."""
 
 
-class Timeout(Exception):
+class Timeout(WireError):
     """A receive or a send took longer than its timeout; ``phase`` is ``read`` or ``write``."""
 
     def __init__(self, phase: str) -> None:
@@ -68,7 +72,7 @@ class Timeout(Exception):
         self.phase = phase
 
 
-class Disconnected(Exception):
+class Disconnected(WireError):
     """The stream failed (reset, broken pipe, TLS error) in ``phase`` (``read``/``write``)."""
 
     def __init__(self, phase: str, cause: BaseException) -> None:

@@ -1,4 +1,4 @@
-"""A small S3 client: SigV4-signed requests over httpx, retries, the operations streamer uses.
+"""A small S3 client: SigV4-signed requests, retries, the operations streamer uses.
 
 Requests are signed by botocore's :class:`~botocore.auth.S3SigV4Auth` (no
 hand-rolled crypto) with the SHA-256 of the payload, which every request has
@@ -38,8 +38,9 @@ from .._concurrency import open_nursery
 from .._netio import tune_client_reads
 from .._retry import Backoff
 from . import s3xml
+from .httpexchange import Exchange, HttpxTransport, Response, Transport
 from .httppool import PooledTransport
-from .s3body import Body, SlicedBody, sha256_hex
+from .s3body import Body, sha256_hex
 from .s3errors import S3Error, code_for_status, s3_error, transport_errors
 from .s3multipart import NO_SUCH_UPLOAD, MultipartOps
 from .s3object import ObjectInfo, close_response, read_range
@@ -81,7 +82,8 @@ class S3Client(MultipartOps):
     Inside the ``async with`` the client owns a connection pool and a service
     nursery (:attr:`nursery`) in which storages run per-transfer background
     tasks (part uploads, prefetches); leaving it cancels what is still running.
-    ``transport`` replaces the network, for tests.
+    Requests go out through :class:`~.httppool.PooledTransport` (see :mod:`.httpexchange`);
+    ``transport``, any httpx transport, replaces the network (tests).
     """
 
     def __init__(
@@ -91,13 +93,17 @@ class S3Client(MultipartOps):
         self.settings = settings
         self._backoff = Backoff(settings.backoff_base, settings.backoff_max, settings.max_retries)
         self._signer = _Signer(settings.credentials(), "s3", settings.region)
-        self._netloc = urlsplit(settings.endpoint).netloc
+        self._endpoint = urlsplit(settings.endpoint)
+        self._host = self._endpoint.hostname or ""
+        self._port = self._endpoint.port or (443 if self._endpoint.scheme == "https" else 80)
         timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-        self._extensions = {"timeout": timeout.as_dict()}
+        self._timeouts = timeout.as_dict()
         # Requests go to the transport directly: no cookies, redirects or auth flows
         # to run (httpx.AsyncClient's per-request cost, which small objects feel).
-        self._http: httpx.AsyncBaseTransport = transport or PooledTransport(
-            max_connections=settings.max_connections
+        self._http: Transport = (
+            PooledTransport(max_connections=settings.max_connections)
+            if transport is None
+            else HttpxTransport(transport)
         )
         self._stack = AsyncExitStack()
         self._nursery: trio.Nursery | None = None
@@ -105,7 +111,7 @@ class S3Client(MultipartOps):
         self.orphans_aborted = 0
 
     async def __aenter__(self) -> Self:
-        await self._stack.enter_async_context(self._http)
+        self._stack.push_async_callback(self._http.aclose)
         self._nursery = await self._stack.enter_async_context(open_nursery())
         return self
 
@@ -129,34 +135,37 @@ class S3Client(MultipartOps):
 
     # -- transport, signing, retries ------------------------------------------
 
-    def url(self, bucket: str, key: str = "", query: Sequence[tuple[str, str]] = ()) -> str:
-        """The request URL: path- or virtual-host-style, key and query percent-encoded."""
-        base = self.settings.endpoint
+    def _locate(self, bucket: str, key: str, query: Sequence[tuple[str, str]]) -> tuple[str, str]:
+        """``(netloc, target)`` of a request: path- or virtual-host-style, the key and the
+        query percent-encoded."""
         path = quote(key, safe="/~")
         if self.settings.addressing_style == "virtual":
-            parts = urlsplit(base)
-            url = f"{parts.scheme}://{bucket}.{parts.netloc}{parts.path}/{path}"
+            netloc, target = f"{bucket}.{self._endpoint.netloc}", f"{self._endpoint.path}/{path}"
         else:
-            url = f"{base}/{bucket}/{path}" if key else f"{base}/{bucket}"
+            netloc = self._endpoint.netloc
+            target = (
+                f"{self._endpoint.path}/{bucket}/{path}"
+                if key
+                else f"{self._endpoint.path}/{bucket}"
+            )
         if query:
-            url += "?" + "&".join(
+            target += "?" + "&".join(
                 f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
                 for name, value in sorted(query)
             )
-        return url
+        return netloc, target
 
-    def _host(self, bucket: str) -> str:
-        """The Host header of a request about ``bucket`` (see :meth:`url`)."""
-        if self.settings.addressing_style == "virtual":
-            return f"{bucket}.{self._netloc}"
-        return self._netloc
+    def url(self, bucket: str, key: str = "", query: Sequence[tuple[str, str]] = ()) -> str:
+        """The request URL (see :meth:`_locate`)."""
+        netloc, target = self._locate(bucket, key, query)
+        return f"{self._endpoint.scheme}://{netloc}{target}"
 
-    async def _send(self, req: Request) -> httpx.Response:
+    async def _send(self, req: Request) -> Response:
         """One signed attempt; returns the response with its body unread."""
-        url = self.url(req.bucket, req.key, req.query)
+        netloc, target = self._locate(req.bucket, req.key, req.query)
+        url = f"{self._endpoint.scheme}://{netloc}{target}"
         # Host is signed as sent (botocore would parse it out of the URL, twice).
-        headers = {**req.headers, "Host": self._host(req.bucket)}
-        signed = AWSRequest(method=req.method, url=url, headers=headers)
+        signed = AWSRequest(method=req.method, url=url, headers={**req.headers, "Host": netloc})
         signed.context["payload_sha256"] = req.payload_sha256
         self._signer.add_auth(signed)
         headers = dict(signed.headers.items())
@@ -165,17 +174,25 @@ class S3Client(MultipartOps):
         body = None
         if req.method in ("PUT", "POST"):
             headers["Content-Length"] = str(len(req.body))
-            body = SlicedBody(req.body)
-        # Built directly (no client defaults to merge), once per attempt.
-        request = httpx.Request(
-            req.method, url, headers=headers, stream=body, extensions=self._extensions
+            body = req.body
+        host = self._host
+        if self.settings.addressing_style == "virtual":
+            host = f"{req.bucket}.{host}"
+        exchange = Exchange(
+            req.method,
+            url,
+            self._endpoint.scheme,
+            host,
+            self._port,
+            target,
+            headers,
+            body,
+            self._timeouts,
         )
         with transport_errors(req.describe()):
-            response = await self._http.handle_async_request(request)
-        response.request = request
-        return response
+            return await self._http.exchange(exchange)
 
-    async def _read_body(self, response: httpx.Response, req: Request) -> bytes:
+    async def _read_body(self, response: Response, req: Request) -> bytes:
         """The whole body, at most MAX_RESPONSE_BYTES; read to the end (see s3object)."""
         if req.method == "HEAD":
             return b""  # Content-Length is the object's size; there is no body
@@ -184,7 +201,7 @@ class S3Client(MultipartOps):
             return S3Error(
                 f"{req.describe()}: response body over {MAX_RESPONSE_BYTES} bytes",
                 code="ResponseTooLarge",
-                status=response.status_code,
+                status=response.status,
             )
 
         if int(response.headers.get("content-length", "0")) > MAX_RESPONSE_BYTES:
@@ -192,7 +209,7 @@ class S3Client(MultipartOps):
         chunks: list[bytes] = []
         size = 0
         with transport_errors(req.describe()):
-            async for chunk in response.aiter_raw():
+            async for chunk in response:
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
                     raise too_large()  # a server lying about Content-Length
@@ -239,24 +256,24 @@ class S3Client(MultipartOps):
             body = await self._read_body(response, req)
         finally:
             await close_response(response)
-        if response.status_code not in ok:
-            raise self._error(req, response.status_code, body)
+        if response.status not in ok:
+            raise self._error(req, response.status, body)
         if error_in_body and (parsed := s3xml.parse_error(body)) is not None:
-            raise s3_error(parsed[1], code=parsed[0], status=response.status_code)
-        return Reply(response.status_code, response.headers, body)
+            raise s3_error(parsed[1], code=parsed[0], status=response.status)
+        return Reply(response.status, response.headers, body)
 
-    async def _open(self, req: Request, *, ok: Sequence[int]) -> httpx.Response:
+    async def _open(self, req: Request, *, ok: Sequence[int]) -> Response:
         """Send ``req`` (with retries) and return the response with its body still unread."""
 
-        async def attempt() -> httpx.Response:
+        async def attempt() -> Response:
             response = await self._send(req)
-            if response.status_code in ok:
+            if response.status in ok:
                 return response
             try:
                 body = await self._read_body(response, req)
             finally:
                 await close_response(response)
-            raise self._error(req, response.status_code, body)
+            raise self._error(req, response.status, body)
 
         return await self._retrying(attempt)
 
@@ -339,7 +356,7 @@ class S3Client(MultipartOps):
             return None
         return ObjectInfo.from_headers(reply.headers, int(reply.headers.get("content-length", 0)))
 
-    async def get_response(self, bucket: str, key: str, headers: dict[str, str]) -> httpx.Response:
+    async def get_response(self, bucket: str, key: str, headers: dict[str, str]) -> Response:
         """A GET with ``headers`` (retried) whose 200/206 response body is still unread."""
         return await self._open(Request("GET", bucket, key, headers=headers), ok=(200, 206))
 

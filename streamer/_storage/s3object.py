@@ -1,10 +1,11 @@
 """Reading objects: what a HEAD/GET says about an object, and ranged GETs that resume.
 
 Every GET body is read to its end (or to a transport error) inside one call,
-never suspended half-read across a ``yield``: httpx 0.28 streams bodies through
-nested async generators that cannot be closed early, which trio reports as
-unclosed generators (httpx issue #3686). Callers therefore fetch bounded
-ranges (a part at most) into memory and yield from there.
+never suspended half-read across a ``yield``: a half-read body holds its
+connection, and through an httpx transport (tests) it is a chain of async
+generators that cannot be closed early, which trio reports as unclosed
+generators (httpx issue #3686). Callers therefore fetch bounded ranges (a
+part at most) into memory, or deliver them in place, and yield from there.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
-import httpx
 import trio
 
 from . import s3xml
 from .base import Deliver
+from .httpexchange import Response
 from .s3errors import PRECONDITION_FAILED, SOURCE_CHANGED, S3Error, transport_errors
 from .s3settings import S3Settings
 
@@ -40,7 +41,7 @@ class ObjectInfo:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], size: int) -> ObjectInfo:
-        """From response headers (names lower-case, as httpx gives them)."""
+        """From response headers (names lower-case)."""
         modified = headers.get("last-modified")
         return cls(
             size=size,
@@ -83,7 +84,7 @@ _MONTHS = {
 }
 
 
-async def close_response(response: httpx.Response) -> None:
+async def close_response(response: Response) -> None:
     """Release a response's connection, even while being cancelled."""
     with trio.CancelScope(shield=True):
         await response.aclose()
@@ -94,7 +95,7 @@ class Getter(Protocol):
 
     settings: S3Settings
 
-    async def get_response(self, bucket: str, key: str, headers: dict[str, str]) -> httpx.Response:
+    async def get_response(self, bucket: str, key: str, headers: dict[str, str]) -> Response:
         """A signed GET (retried until it has a 200/206 response); body unread."""
         ...
 
@@ -206,7 +207,7 @@ class _RangeReader:
         try:
             stop = self._check(response)
             with transport_errors(self._describe()):
-                async for piece in response.aiter_raw():  # never left half-read, see module doc
+                async for piece in response:  # never left half-read, see module doc
                     count = min(len(piece), stop - self._position)
                     if count > 0:
                         await self._deliver(self._position, memoryview(piece)[:count], stop)
@@ -219,14 +220,14 @@ class _RangeReader:
                 code="IncompleteBody",
             )
 
-    def _check(self, response: httpx.Response) -> int:
+    def _check(self, response: Response) -> int:
         """Validate a response against what was asked; returns the byte to stop at."""
-        headers = dict(response.headers.items())  # decoded once: each httpx lookup scans all
+        headers = response.headers
         etag = headers.get("etag", "")
         if self._etag and etag and etag != self._etag:
             raise self._changed()  # a server that ignores If-Match
         self._etag = self._etag or etag
-        if response.status_code == 206 or "content-range" in headers:
+        if response.status == 206 or "content-range" in headers:
             first, size = _content_range(headers.get("content-range", ""))
             if first != self._position:
                 raise S3Error(

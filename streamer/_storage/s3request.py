@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-import httpx
-
 from .s3body import Body
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -35,7 +33,7 @@ class Reply:
     """A response read whole (its body capped, see :meth:`S3Client._call`)."""
 
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]  # names lower-case
     body: bytes
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 import trio
 
 from streamer._storage.http11 import JOIN_BODY
+from streamer._storage.httpexchange import Exchange
 from streamer._storage.httppool import PooledTransport
 from tests.support.threadserver import serving
 
@@ -59,15 +61,34 @@ def server() -> Iterator[_Counting]:
         yield srv
 
 
-def _url(srv: _Counting, path: str) -> str:
-    return f"http://127.0.0.1:{srv.server_address[1]}{path}"
+def _get_of(srv: _Counting, path: str) -> Exchange:
+    """A GET of ``path`` on ``srv``."""
+    return _request(srv.server_address[1], path)
 
 
-async def _get(transport: PooledTransport, url: str, wait: float = 5.0) -> bytes:
-    request = httpx.Request("GET", url, extensions={"timeout": httpx.Timeout(wait).as_dict()})
-    response = await transport.handle_async_request(request)
+def _request(port: int, path: str, *, body: bytes | None = None, wait: float = 5.0) -> Exchange:
+    headers = {"Host": f"127.0.0.1:{port}"}
+    if body is not None:
+        headers["Content-Length"] = str(len(body))
+    return Exchange(
+        "GET" if body is None else "POST",
+        f"http://127.0.0.1:{port}{path}",
+        "http",
+        "127.0.0.1",
+        port,
+        path,
+        headers,
+        body,
+        httpx.Timeout(wait).as_dict(),
+    )
+
+
+async def _get(transport: PooledTransport, request: Exchange, wait: float | None = None) -> bytes:
+    if wait is not None:
+        request = replace(request, timeouts=httpx.Timeout(wait).as_dict())
+    response = await transport.exchange(request)
     try:
-        return b"".join([piece async for piece in response.aiter_raw()])
+        return b"".join([piece async for piece in response])
     finally:
         await response.aclose()
 
@@ -75,14 +96,14 @@ async def _get(transport: PooledTransport, url: str, wait: float = 5.0) -> bytes
 async def test_sequential_requests_reuse_one_connection(server: _Counting) -> None:
     async with PooledTransport(max_connections=4) as transport:
         for n in range(20):
-            assert await _get(transport, _url(server, f"/{n}")) == f"/{n}".encode() * 100
+            assert await _get(transport, _get_of(server, f"/{n}")) == f"/{n}".encode() * 100
     assert type(server).connections == 1
 
 
 async def test_parallel_requests_open_at_most_max_connections(server: _Counting) -> None:
     async with PooledTransport(max_connections=3) as transport, trio.open_nursery() as nursery:
         for n in range(30):
-            nursery.start_soon(_get, transport, _url(server, f"/{n}"))
+            nursery.start_soon(_get, transport, _get_of(server, f"/{n}"))
     assert 1 <= type(server).connections <= 3
 
 
@@ -90,7 +111,7 @@ async def test_a_connection_the_server_closed_is_replaced(server: _Counting) -> 
     server.close_after_reply = True
     async with PooledTransport(max_connections=2) as transport:
         for n in range(5):
-            assert await _get(transport, _url(server, f"/{n}")) == f"/{n}".encode() * 100
+            assert await _get(transport, _get_of(server, f"/{n}")) == f"/{n}".encode() * 100
     assert type(server).connections == 5
 
 
@@ -98,12 +119,12 @@ async def test_a_bursts_idle_connections_close_once_expired(server: _Counting) -
     async with PooledTransport(max_connections=4, keepalive_expiry=0.3) as transport:
         async with trio.open_nursery() as nursery:  # a burst: four connections at once
             for n in range(4):
-                nursery.start_soon(_get, transport, _url(server, f"/{n}"))
+                nursery.start_soon(_get, transport, _get_of(server, f"/{n}"))
         (stack,) = transport._idle.values()
         assert len(stack) == 4
         for n in range(8):  # then one request at a time: only the newest is reused
             await trio.sleep(0.1)
-            assert await _get(transport, _url(server, f"/{n}")) == f"/{n}".encode() * 100
+            assert await _get(transport, _get_of(server, f"/{n}")) == f"/{n}".encode() * 100
         assert len(stack) == 1  # the burst's three others expired and were closed
         assert not stack[0].closed
     assert type(server).connections == 4  # and the one reused was never replaced
@@ -111,13 +132,13 @@ async def test_a_bursts_idle_connections_close_once_expired(server: _Counting) -
 
 async def test_pool_timeout_when_every_connection_is_busy(server: _Counting) -> None:
     async with PooledTransport(max_connections=1) as transport:
-        held = await transport.handle_async_request(httpx.Request("GET", _url(server, "/a")))
+        held = await transport.exchange(_get_of(server, "/a"))
         try:
             with pytest.raises(httpx.PoolTimeout):
-                await _get(transport, _url(server, "/b"), wait=0.2)
+                await _get(transport, _get_of(server, "/b"), wait=0.2)
         finally:
             await held.aclose()
-        assert await _get(transport, _url(server, "/c")) == b"/c" * 100  # slot freed
+        assert await _get(transport, _get_of(server, "/c")) == b"/c" * 100  # slot freed
 
 
 async def test_connect_errors_are_httpx_errors() -> None:
@@ -126,34 +147,27 @@ async def test_connect_errors_are_httpx_errors() -> None:
         port = sock.getsockname()[1]  # nothing listens there once closed
     async with PooledTransport(max_connections=1) as transport:
         with pytest.raises(httpx.ConnectError):
-            await _get(transport, f"http://127.0.0.1:{port}/")
+            await _get(transport, _request(port, "/"))
         with pytest.raises(httpx.ConnectError):  # the failed attempt freed its slot
-            await _get(transport, f"http://127.0.0.1:{port}/", wait=0.5)
+            await _get(transport, _request(port, "/"), wait=0.5)
 
 
 async def test_cancelled_request_frees_its_slot(server: _Counting) -> None:
     async with PooledTransport(max_connections=1) as transport:
         with trio.CancelScope() as scope:
-            response = await transport.handle_async_request(
-                httpx.Request("GET", _url(server, "/x"))
-            )
+            response = await transport.exchange(_get_of(server, "/x"))
             scope.cancel()
             try:
                 await trio.sleep(1)
             finally:
                 await response.aclose()
-        assert await _get(transport, _url(server, "/y"), wait=1) == b"/y" * 100
+        assert await _get(transport, _get_of(server, "/y"), wait=1) == b"/y" * 100
 
 
 async def test_requests_with_small_bodies_arrive_whole(server: _Counting) -> None:
     async with PooledTransport(max_connections=1) as transport:
         for size in (0, 1, 100, JOIN_BODY, JOIN_BODY + 1, 3 * JOIN_BODY + 7):
             body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
-            request = httpx.Request("POST", _url(server, "/echo"), content=body)
-            response = await transport.handle_async_request(request)
-            try:
-                echoed = b"".join([piece async for piece in response.aiter_raw()])
-            finally:
-                await response.aclose()
+            echoed = await _get(transport, _request(server.server_address[1], "/e", body=body))
             assert echoed == hashlib.sha256(body).hexdigest().encode()
     assert type(server).connections == 1
