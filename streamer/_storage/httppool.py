@@ -130,10 +130,13 @@ class PooledTransport:
         key = (request.scheme.encode("ascii"), request.host, request.port)
         timeouts = request.timeouts
         body = request.body
-        with trio.move_on_after(http11.forever(timeouts.get("pool"))) as wait:
-            await self._slots.acquire()
-        if wait.cancelled_caught:
-            raise httpx.PoolTimeout("no free connection within the pool timeout")
+        try:
+            self._slots.acquire_nowait()  # the common case: no timeout scope to set up
+        except trio.WouldBlock:
+            with trio.move_on_after(http11.forever(timeouts.get("pool"))) as wait:
+                await self._slots.acquire()
+            if wait.cancelled_caught:
+                raise httpx.PoolTimeout("no free connection within the pool timeout") from None
         try:
             connection = await self._connection(key, timeouts.get("connect"))
         except BaseException:

@@ -43,7 +43,7 @@ from .httppool import PooledTransport
 from .s3body import Body, sha256_hex
 from .s3errors import S3Error, code_for_status, s3_error, transport_errors
 from .s3multipart import NO_SUCH_UPLOAD, MultipartOps
-from .s3object import ObjectInfo, close_response, read_range
+from .s3object import ObjectInfo, read_range
 from .s3request import Reply, Request, copy_source, meta_headers
 from .s3settings import MiB, S3Settings
 
@@ -255,7 +255,7 @@ class S3Client(MultipartOps):
         try:
             body = await self._read_body(response, req)
         finally:
-            await close_response(response)
+            await response.aclose()
         if response.status not in ok:
             raise self._error(req, response.status, body)
         if error_in_body and (parsed := s3xml.parse_error(body)) is not None:
@@ -272,7 +272,7 @@ class S3Client(MultipartOps):
             try:
                 body = await self._read_body(response, req)
             finally:
-                await close_response(response)
+                await response.aclose()
             raise self._error(req, response.status, body)
 
         return await self._retrying(attempt)
