@@ -4,6 +4,10 @@ The algorithm is pinned before anything else is looked at (``alg: none`` and
 every other algorithm are refused), then pyjwt checks the signature and the
 required claims. Every failure is a 401 :class:`Unauthorized` whose message says
 what was wrong and never echoes the token.
+
+pyjwt is imported on first use, not with this module: it imports cryptography
+(for algorithms HS256 does not need), ~8 MB that a node which never signs or
+checks a token would keep resident.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ import secrets
 import warnings
 from collections.abc import Sequence
 from typing import Any, Final
-
-import jwt
 
 from ._errors import Unauthorized
 
@@ -25,6 +27,8 @@ MIN_KEY_BYTES: Final = 32
 
 def encode_hs256(claims: dict[str, Any], key: bytes) -> str:
     """``claims`` signed with ``key`` as an HS256 JWT."""
+    import jwt  # on first use: see the module docstring
+
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
@@ -42,6 +46,8 @@ def decode_hs256(
 ) -> dict[str, Any]:
     """The claims of ``token`` signed with ``key``; ``exp`` is checked (with ``leeway``)
     unless the caller checks it against its own clock (``verify_exp=False``)."""
+    import jwt  # on first use: see the module docstring
+
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError:

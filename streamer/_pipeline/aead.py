@@ -55,12 +55,12 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import Final
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING, Final
 
 from .._errors import PayloadTooLarge, StreamerError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "ALGORITHM_AES_256_GCM",
@@ -243,7 +243,7 @@ class Encryptor:
 
     def __init__(self, data_key: bytes, header: Header, next_chunk: int) -> None:
         """Internal; reusing a data key with another header would repeat nonces."""
-        self._aead = AESGCM(data_key)
+        self._aead = _aesgcm(data_key)
         self._header = header
         self._aad = header.associated_data
         self._chunk_size = header.chunk_size
@@ -344,7 +344,7 @@ class Decryptor:
         if not 0 <= start_chunk <= _MAX_COUNTER:
             raise ValueError(f"chunk index {start_chunk} out of range")
         self._header = parse_header(header)
-        self._aead = AESGCM(_unwrap(master_key, self._header))
+        self._aead = _aesgcm(_unwrap(master_key, self._header))
         self._aad = self._header.associated_data
         self._sealed_size = self._header.chunk_size + TAG_SIZE
         self._buffer = bytearray()
@@ -396,11 +396,10 @@ class Decryptor:
         if index > (_MAX_COUNTER if last else _MAX_COUNTER - 1):
             raise DecryptionError(f"stream exceeds {_MAX_COUNTER + 1} chunks")
         nonce = _NONCE.pack(self._header.nonce_prefix, index, last)
-        try:
-            plaintext = self._aead.decrypt(nonce, sealed, self._aad)
-        except InvalidTag:
+        plaintext = _decrypt(self._aead, nonce, sealed, self._aad)
+        if plaintext is None:
             kind = "last chunk" if last else "chunk"
-            raise DecryptionError(f"{kind} {index} failed authentication") from None
+            raise DecryptionError(f"{kind} {index} failed authentication")
         self.chunks_read = index + 1
         return plaintext
 
@@ -416,18 +415,38 @@ def _wrap(master_key: bytes, data_key: bytes, chunk_size: int, prefix: bytes) ->
 
 
 def _unwrap(master_key: bytes, header: Header) -> bytes:
-    try:
-        return _master(master_key).decrypt(
-            header.wrap_nonce, header.wrapped_key, header.associated_data
-        )
-    except InvalidTag:
-        raise DecryptionError("wrong master key or tampered stream header") from None
+    data_key = _decrypt(
+        _master(master_key), header.wrap_nonce, header.wrapped_key, header.associated_data
+    )
+    if data_key is None:
+        raise DecryptionError("wrong master key or tampered stream header")
+    return data_key
 
 
 def _master(master_key: bytes) -> AESGCM:
     if len(master_key) != KEY_SIZE:
         raise ValueError(f"master key must be {KEY_SIZE} bytes, got {len(master_key)}")
-    return AESGCM(master_key)
+    return _aesgcm(master_key)
+
+
+def _aesgcm(key: bytes) -> AESGCM:
+    """AES-GCM keyed with ``key``. cryptography is imported on first use, not with
+    this module: a node that never encrypts does not keep its ~8 MB resident."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+def _decrypt(
+    aead: AESGCM, nonce: bytes, sealed: bytes | bytearray | memoryview, aad: bytes
+) -> bytes | None:
+    """The plaintext of ``sealed``, or None when it fails authentication."""
+    from cryptography.exceptions import InvalidTag  # loaded by _aesgcm already
+
+    try:
+        return aead.decrypt(nonce, sealed, aad)
+    except InvalidTag:
+        return None
 
 
 def _check_non_negative(value: int) -> None:
