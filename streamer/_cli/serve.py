@@ -44,8 +44,21 @@ def configure_logging(level: str) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def _skip_httpx_cli() -> None:
+    """Keep ``import httpx`` from importing httpx's command-line client.
+
+    httpx imports ``httpx._main`` (rich, pygments, click) whenever those are
+    installed, and they are (rich draws the client's progress bars): the daemon
+    would keep ~3.5 MB of them resident for its whole life. ``None`` in
+    ``sys.modules`` makes that import raise ImportError, which httpx expects (it
+    then defines a stub ``main``). Must run before httpx is first imported.
+    """
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 def _run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    _skip_httpx_cli()
     from .._memory import limit_malloc_arenas
     from .._server import serve
 
