@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
-
-from botocore.credentials import Credentials  # type: ignore[import-untyped]
 
 from .._errors import ConfigError
 
@@ -16,6 +14,19 @@ MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 MAX_COPY_OBJECT = 5 * GiB  # S3's limit for a single CopyObject
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The keys S3 requests are signed with: the three attributes botocore's SigV4
+    signer reads. Not ``botocore.credentials.Credentials``: that module (credential
+    providers, config loading) costs the daemon ~1.3 MB resident for a holder of
+    three strings; streamer resolves its keys itself (:meth:`S3Settings.credentials`).
+    """
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

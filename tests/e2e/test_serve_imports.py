@@ -10,13 +10,15 @@ from .node import Node, tree
 
 #: Packages and modules the daemon must not load to serve local and S3 transfers:
 #: the client's display (rich, pygments under it: httpx's CLI would bring both),
-#: the client commands, cryptography (exchange encryption, pyjwt tokens) and the
-#: test tools that share the venv.
+#: the client commands, cryptography (exchange encryption, pyjwt tokens), botocore's
+#: credential providers (streamer resolves its keys itself) and the test tools that
+#: share the venv.
 NOT_LOADED = (
     "rich",
     "pygments",
     "cryptography",
     "jwt",
+    "botocore.credentials",
     "boto3",
     "moto",
     "streamer.client",

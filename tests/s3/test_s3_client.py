@@ -218,6 +218,7 @@ def test_settings_validation_and_environment(monkeypatch: pytest.MonkeyPatch) ->
         "env-secret",
         "env-token",
     )
+    assert "env-secret" not in repr(credentials) and "env-token" not in repr(credentials)
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     with pytest.raises(ConfigError, match="credentials"):
         S3Settings().credentials()
