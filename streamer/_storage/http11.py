@@ -153,9 +153,10 @@ def request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]
 class Connection:
     """One HTTP/1.1 connection: one request at a time, kept alive between them.
 
-    Use :meth:`request` to send a request and read its response head, then
-    iterate :meth:`body` (or call :meth:`finish`) and call :meth:`release`:
-    the connection is then idle and reusable (:attr:`reusable`) or closed.
+    Use :meth:`request` to send a request and read its response head, then call
+    :meth:`next_piece` until it returns ``b""``: the connection is then
+    :attr:`reusable` (the owner calls :meth:`release` when it parks it) unless
+    either side ended keep-alive; a half-read connection must be closed.
     """
 
     def __init__(self, stream: trio.abc.Stream, *, keepalive_expiry: float) -> None:
@@ -182,14 +183,10 @@ class Connection:
         """Whether the last response was read to its end and both sides keep alive."""
         return not self._closed and self._body_done and self._keep_alive
 
-    def expired(self, now: float | None = None) -> bool:
+    def expired(self) -> bool:
         """Idle past the keep-alive expiry, or closed by the server meanwhile (it sent EOF
         or bytes nobody asked for: either way unusable)."""
-        if self._closed:
-            return True
-        if (
-            now if now is not None else time.monotonic()
-        ) - self._idle_since > self._keepalive_expiry:
+        if self._closed or time.monotonic() - self._idle_since > self._keepalive_expiry:
             return True
         return _readable(self._stream)
 
@@ -220,7 +217,7 @@ class Connection:
         write_timeout: float | None,
     ) -> Head:
         """Send a request (``content_length`` body bytes from ``body``) and return its
-        response's head; the body is then read through :meth:`body`."""
+        response's head; the body is then read through :meth:`next_piece`."""
         if not self.reusable:
             raise RuntimeError("request on a connection that is busy or closed")
         head = request_head(method, target, headers)  # a bad one leaves the connection as is
@@ -351,10 +348,9 @@ class Connection:
         return data
 
     async def _length_piece(self) -> bytes:
-        data = self._take_buffer(self._remaining) or await self._receive()
-        if not data:
-            self._keep_alive = False
-            raise ProtocolError(f"connection closed with {self._remaining} body bytes to come")
+        data = self._take_buffer(self._remaining) or await self._receive_more(
+            f"with {self._remaining} body bytes to come"
+        )
         if len(data) > self._remaining:  # more than the body: bytes nobody asked for
             self._keep_alive = False
             data = data[: self._remaining]
@@ -376,10 +372,7 @@ class Connection:
                     self._keep_alive = False
                 return b""
             self._remaining = size
-        data = self._take_buffer(self._remaining) or await self._receive()
-        if not data:
-            self._keep_alive = False
-            raise ProtocolError("connection closed inside a chunk")
+        data = self._take_buffer(self._remaining) or await self._receive_more("inside a chunk")
         if len(data) > self._remaining:  # the rest is framing and later chunks
             self._buffer += data[self._remaining :]
             data = data[: self._remaining]
@@ -410,11 +403,16 @@ class Connection:
         return self._take_buffer(count)
 
     async def _fill(self, where: str) -> None:
+        self._buffer += await self._receive_more(where)
+
+    async def _receive_more(self, where: str) -> bytes:
+        """The next bytes from the socket; :class:`ProtocolError` if it closed ``where``
+        more were owed."""
         data = await self._receive()
         if not data:
             self._keep_alive = False
             raise ProtocolError(f"connection closed {where}")
-        self._buffer += data
+        return data
 
 
 def forever(timeout: float | None) -> float:

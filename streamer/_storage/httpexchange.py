@@ -15,7 +15,7 @@ classes (``httpx.ReadError``, ``httpx.PoolTimeout``…) from both.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -115,7 +115,7 @@ class HttpxTransport:
         response = await self._transport.handle_async_request(sent)
         response.request = sent
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        pieces = _pieces(response.stream)
+        pieces = response.stream.__aiter__()
 
         async def next_piece() -> bytes:
             async for piece in pieces:
@@ -129,7 +129,3 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
-
-
-def _pieces(stream: httpx.AsyncByteStream) -> AsyncIterator[bytes]:
-    return stream.__aiter__()

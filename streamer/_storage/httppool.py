@@ -35,7 +35,7 @@ from .s3body import SlicedBody
 
 KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default)
 
-_Key = tuple[bytes, str, int]
+_Key = tuple[str, str, int]  # scheme, host, port
 
 
 def _httpx_error(exc: http11.WireError) -> httpx.TransportError:
@@ -95,12 +95,12 @@ class PooledTransport:
             return await self._connect(*key)
         raise httpx.ConnectTimeout(f"connect to {key[1]}:{key[2]} timed out")
 
-    async def _connect(self, scheme: bytes, host: str, port: int) -> http11.Connection:
+    async def _connect(self, scheme: str, host: str, port: int) -> http11.Connection:
         try:
             stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
             raise httpx.ConnectError(f"connect to {host}:{port}: {exc}") from exc
-        if scheme == b"https":
+        if scheme == "https":
             tls = trio.SSLStream(stream, self._ssl(), server_hostname=host, https_compatible=True)
             try:
                 await tls.do_handshake()
@@ -127,7 +127,7 @@ class PooledTransport:
 
     async def exchange(self, request: Exchange) -> Response:
         """Send ``request`` on a pooled connection; the response's body is unread."""
-        key = (request.scheme.encode("ascii"), request.host, request.port)
+        key = (request.scheme, request.host, request.port)
         timeouts = request.timeouts
         body = request.body
         try:

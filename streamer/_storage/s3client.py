@@ -135,11 +135,15 @@ class S3Client(MultipartOps):
 
     # -- transport, signing, retries ------------------------------------------
 
-    def _locate(self, bucket: str, key: str, query: Sequence[tuple[str, str]]) -> tuple[str, str]:
-        """``(netloc, target)`` of a request: path- or virtual-host-style, the key and the
-        query percent-encoded."""
+    def _locate(
+        self, bucket: str, key: str, query: Sequence[tuple[str, str]]
+    ) -> tuple[str, str, str]:
+        """``(host, netloc, target)`` of a request: the host to connect to, the Host
+        header, and the path and query, percent-encoded; path- or virtual-host-style."""
         path = quote(key, safe="/~")
+        host = self._host
         if self.settings.addressing_style == "virtual":
+            host = f"{bucket}.{host}"
             netloc, target = f"{bucket}.{self._endpoint.netloc}", f"{self._endpoint.path}/{path}"
         else:
             netloc = self._endpoint.netloc
@@ -153,16 +157,16 @@ class S3Client(MultipartOps):
                 f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
                 for name, value in sorted(query)
             )
-        return netloc, target
+        return host, netloc, target
 
     def url(self, bucket: str, key: str = "", query: Sequence[tuple[str, str]] = ()) -> str:
         """The request URL (see :meth:`_locate`)."""
-        netloc, target = self._locate(bucket, key, query)
+        _, netloc, target = self._locate(bucket, key, query)
         return f"{self._endpoint.scheme}://{netloc}{target}"
 
     async def _send(self, req: Request) -> Response:
         """One signed attempt; returns the response with its body unread."""
-        netloc, target = self._locate(req.bucket, req.key, req.query)
+        host, netloc, target = self._locate(req.bucket, req.key, req.query)
         url = f"{self._endpoint.scheme}://{netloc}{target}"
         # Host is signed as sent (botocore would parse it out of the URL, twice).
         signed = AWSRequest(method=req.method, url=url, headers={**req.headers, "Host": netloc})
@@ -175,9 +179,6 @@ class S3Client(MultipartOps):
         if req.method in ("PUT", "POST"):
             headers["Content-Length"] = str(len(req.body))
             body = req.body
-        host = self._host
-        if self.settings.addressing_style == "virtual":
-            host = f"{req.bucket}.{host}"
         exchange = Exchange(
             req.method,
             url,
