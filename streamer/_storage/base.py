@@ -64,7 +64,8 @@ class Writer(Protocol):
         ...
 
     async def commit(self, *, sha256: str, mtime_ns: int | None) -> str | None:
-        """Publish the staged bytes, applying the writer's conflict policy.
+        """Publish the staged bytes, applying the writer's conflict policy. ``sha256``
+        is the SHA-256 (hex) of every byte written, as the caller hashed them.
 
         Returns the final relative path (which differs from the requested one
         under ``rename``), or ``None`` when ``skip`` found the destination taken

@@ -278,12 +278,13 @@ class S3Client(MultipartOps):
 
         return await self._retrying(attempt)
 
-    async def payload_hash(self, body: Body) -> str:
-        """What an object or part upload of ``body`` signs as its payload: its SHA-256,
-        or ``UNSIGNED-PAYLOAD`` when ``sign_payload`` is off."""
+    async def payload_hash(self, body: Body, *, sha256: str | None = None) -> str:
+        """What an object or part upload of ``body`` signs as its payload: its SHA-256
+        (``sha256`` when the caller already knows it), or ``UNSIGNED-PAYLOAD`` when
+        ``sign_payload`` is off."""
         if not self.settings.sign_payload:
             return UNSIGNED_PAYLOAD
-        return await sha256_hex(body)
+        return sha256 or await sha256_hex(body)
 
     # -- buckets and listings -------------------------------------------------
 

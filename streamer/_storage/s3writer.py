@@ -227,8 +227,11 @@ class S3Writer:
                 code=SOURCE_CHANGED,
             )
         if self._upload_id is None:
+            # The body is every byte written, so ``sha256`` is its payload hash: signed as
+            # such (no second hash), and the server refuses the PUT if they ever differ.
             body = self._buffer.take()
-            write = partial(self._put, body, await self._client.payload_hash(body), metadata)
+            digest = await self._client.payload_hash(body, sha256=sha256)
+            write = partial(self._put, body, digest, metadata)
             return await self._publish(write, sha256)
         await self._upload_rest()
         if self._direct:
