@@ -183,12 +183,14 @@ class Connection:
         """Whether the last response was read to its end and both sides keep alive."""
         return not self._closed and self._body_done and self._keep_alive
 
+    def idle_expired(self) -> bool:
+        """Closed, or idle past the keep-alive expiry (a clock read, no system call)."""
+        return self._closed or time.monotonic() - self._idle_since > self._keepalive_expiry
+
     def expired(self) -> bool:
-        """Idle past the keep-alive expiry, or closed by the server meanwhile (it sent EOF
-        or bytes nobody asked for: either way unusable)."""
-        if self._closed or time.monotonic() - self._idle_since > self._keepalive_expiry:
-            return True
-        return _readable(self._stream)
+        """:meth:`idle_expired`, or closed by the server meanwhile (it sent EOF or bytes
+        nobody asked for: either way unusable), which costs a ``poll``."""
+        return self.idle_expired() or _readable(self._stream)
 
     async def aclose(self) -> None:
         """Close the stream (shielded: a connection must not leak on cancel)."""

@@ -192,8 +192,9 @@ class PooledTransport:
 
 async def _close_oldest_expired(stack: list[http11.Connection]) -> None:
     """Close the least recently used idle connections of ``stack`` (its bottom) while
-    they have expired or the server closed them, keeping the newest: after a burst,
-    the connections it opened close as they expire even when later requests only ever
-    reuse the top one. One check per release in the steady state."""
-    while len(stack) > 1 and stack[0].expired():
+    they are idle past their expiry, keeping the newest: after a burst, the connections
+    it opened close as they expire even when later requests only ever reuse the top one.
+    One clock read per release in the steady state; whether the server closed one is
+    asked (a ``poll``) only when it is taken for a request."""
+    while len(stack) > 1 and stack[0].idle_expired():
         await stack.pop(0).aclose()

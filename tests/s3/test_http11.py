@@ -225,7 +225,9 @@ async def test_idle_connection_the_server_closed_has_expired() -> None:
     assert not connection.expired()
     server_sock.close()
     assert connection.expired()  # EOF waiting: unusable
+    assert not connection.idle_expired()  # the clock alone cannot tell
     await connection.aclose()
+    assert connection.idle_expired()
 
 
 async def test_idle_connection_expires_after_its_keepalive() -> None:
@@ -233,3 +235,4 @@ async def test_idle_connection_expires_after_its_keepalive() -> None:
     assert not connection.expired()
     await trio.sleep(0.02)
     assert connection.expired()
+    assert connection.idle_expired()
