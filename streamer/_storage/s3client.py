@@ -1,9 +1,10 @@
 """A small S3 client: SigV4-signed requests, retries, the operations streamer uses.
 
 Requests are signed by botocore's :class:`~botocore.auth.S3SigV4Auth` (no
-hand-rolled crypto) with the SHA-256 of the payload, which every request has
-because bodies are always in memory (a part at most): S3 rejects a body that
-does not hash to the signed value, so uploads are integrity-checked on the wire.
+hand-rolled crypto; :mod:`.s3signer` runs it over a lighter request) with the
+SHA-256 of the payload, which every request has because bodies are always in
+memory (a part at most): S3 rejects a body that does not hash to the signed
+value, so uploads are integrity-checked on the wire.
 With ``sign_payload`` off, object and part bodies are sent as
 ``UNSIGNED-PAYLOAD`` instead (what the AWS CLI does over HTTPS): one SHA-256
 pass less per byte uploaded, the wire left to TCP's and TLS's checks.
@@ -26,13 +27,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 import trio
-from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
-from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 
 from .._concurrency import open_nursery
 from .._netio import tune_client_reads
@@ -46,34 +45,13 @@ from .s3multipart import NO_SUCH_UPLOAD, MultipartOps
 from .s3object import ObjectInfo, read_range
 from .s3request import Reply, Request, copy_source, meta_headers
 from .s3settings import MiB, S3Settings
+from .s3signer import Signer
 
 T = TypeVar("T")
 
 MAX_RESPONSE_BYTES = 16 * MiB  # cap on buffered (XML) response bodies
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 USER_AGENT = "streamer"
-_SIGNED_HEADERS = "streamer_signed_headers"  # where _Signer keeps its selection
-
-
-class _Signer(S3SigV4Auth):  # type: ignore[misc]
-    """botocore's S3 SigV4, with a payload hash computed by the caller (in a thread, once
-    per body) and the signed headers selected once per signing: botocore selects them
-    twice (for the canonical request and for the Authorization header), each time
-    parsing the URL for a Host the request already carries. Same algorithm, same
-    signature, a third of the CPU."""
-
-    def payload(self, request: AWSRequest) -> str:
-        return str(request.context["payload_sha256"])
-
-    def add_auth(self, request: AWSRequest) -> None:
-        request.context.pop(_SIGNED_HEADERS, None)  # a request signed again selects anew
-        super().add_auth(request)
-
-    def headers_to_sign(self, request: AWSRequest) -> Any:
-        selected = request.context.get(_SIGNED_HEADERS)
-        if selected is None:
-            selected = request.context[_SIGNED_HEADERS] = super().headers_to_sign(request)
-        return selected
 
 
 class S3Client(MultipartOps):
@@ -92,7 +70,7 @@ class S3Client(MultipartOps):
         tune_client_reads()
         self.settings = settings
         self._backoff = Backoff(settings.backoff_base, settings.backoff_max, settings.max_retries)
-        self._signer = _Signer(settings.credentials(), "s3", settings.region)
+        self._signer = Signer(settings.credentials(), settings.region)
         self._endpoint = urlsplit(settings.endpoint)
         self._host = self._endpoint.hostname or ""
         self._port = self._endpoint.port or (443 if self._endpoint.scheme == "https" else 80)
@@ -168,11 +146,9 @@ class S3Client(MultipartOps):
         """One signed attempt; returns the response with its body unread."""
         host, netloc, target = self._locate(req.bucket, req.key, req.query)
         url = f"{self._endpoint.scheme}://{netloc}{target}"
-        # Host is signed as sent (botocore would parse it out of the URL, twice).
-        signed = AWSRequest(method=req.method, url=url, headers={**req.headers, "Host": netloc})
-        signed.context["payload_sha256"] = req.payload_sha256
-        self._signer.add_auth(signed)
-        headers = dict(signed.headers.items())
+        headers = self._signer.sign(
+            req.method, url, {**req.headers, "Host": netloc}, req.payload_sha256
+        )
         headers["Accept-Encoding"] = "identity"  # bytes exactly as stored
         headers["User-Agent"] = USER_AGENT
         body = None

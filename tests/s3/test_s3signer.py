@@ -1,0 +1,73 @@
+"""s3signer.Signer signs exactly as botocore's stock S3SigV4Auth over an AWSRequest:
+same requests, same moments (across a change of day: the cached key follows it)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import botocore.auth  # type: ignore[import-untyped]
+import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+from botocore.credentials import Credentials as BotocoreCredentials  # type: ignore[import-untyped]
+
+from streamer._storage.s3settings import Credentials
+from streamer._storage.s3signer import Signer
+
+EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+REQUESTS = [
+    ("GET", "http://127.0.0.1:9000/b/dir/a%20b%2Bc%20%C3%BC.txt", {"Range": "bytes=0-9"}, EMPTY),
+    (
+        "GET",
+        "http://127.0.0.1:9000/b?continuation-token=a%2Fb&list-type=2&prefix=x%20y",
+        {},
+        EMPTY,
+    ),
+    (
+        "PUT",
+        "http://b.s3.test/k",
+        {"Content-Type": "x/y", "x-amz-meta-sha256": "  two   spaces ", "Expect": "100-continue"},
+        "UNSIGNED-PAYLOAD",
+    ),
+    ("POST", "https://s3.test/b/k?uploads=", {"Connection": "keep-alive"}, EMPTY),
+]
+
+
+class _Stock(S3SigV4Auth):  # type: ignore[misc]
+    """botocore's signer as a botocore client runs it, told the payload hash as ours is."""
+
+    def payload(self, request: AWSRequest) -> str:
+        return str(request.context["payload"])
+
+
+MOMENTS = [datetime(2026, 12, 1, 23, 59, 59), datetime(2026, 12, 2, 0, 0, 1)]
+
+
+@pytest.mark.parametrize("token", [None, "session-token"])
+def test_signatures_are_botocores(monkeypatch: pytest.MonkeyPatch, token: str | None) -> None:
+    ours = Signer(Credentials("AKIDEXAMPLE", "secret", token), "eu-west-3")
+    stock = _Stock(BotocoreCredentials("AKIDEXAMPLE", "secret", token), "s3", "eu-west-3")
+    for moment in MOMENTS:
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda m=moment: m)
+        for method, url, headers, payload in REQUESTS:
+            host = url.split("/")[2]
+            signed = ours.sign(method, url, {**headers, "Host": host}, payload)
+            again = AWSRequest(method=method, url=url, headers={**headers, "Host": host})
+            again.context["payload"] = payload
+            stock.add_auth(again)
+            assert signed == dict(again.headers.items()), (method, url, moment)
+            assert ("X-Amz-Security-Token" in signed) is (token is not None)
+
+
+def test_what_is_not_signed_is_still_sent() -> None:
+    signer = Signer(Credentials("AKIDEXAMPLE", "secret", None), "us-east-1")
+    headers = {"Host": "s3.test", "Expect": "100-continue", "range": "bytes=1-2"}
+    signed = signer.sign("GET", "http://s3.test/b/k", headers, EMPTY)
+    assert signed["Expect"] == "100-continue" and signed["range"] == "bytes=1-2"
+    assert "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date," in signed["Authorization"]
+
+
+def test_a_request_without_host_is_refused() -> None:
+    signer = Signer(Credentials("AKIDEXAMPLE", "secret", None), "us-east-1")
+    with pytest.raises(ValueError, match="Host"):
+        signer.sign("GET", "http://s3.test/b/k", {}, EMPTY)
