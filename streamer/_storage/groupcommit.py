@@ -67,7 +67,7 @@ def commit_batch(batch: list[Staged], *, use_syncfs: bool = True) -> None:
         except (OSError, StreamerError) as exc:
             item.result = outcome.Error(exc)
     try:
-        _make_durable([fd for _, fd in written], use_syncfs=use_syncfs)
+        _make_durable(written, use_syncfs=use_syncfs)
     except OSError as exc:
         for item, _ in written:
             item.result = outcome.Error(exc)
@@ -113,14 +113,18 @@ def _write_temp(temp: str, item: Staged) -> int:
     return fd
 
 
-def _make_durable(fds: list[int], *, use_syncfs: bool) -> None:
-    if len(fds) > 1 and use_syncfs:
-        devices: dict[int, int] = {}
-        for fd in fds:
-            devices.setdefault(os.fstat(fd).st_dev, fd)
+def _make_durable(written: list[tuple[Staged, int]], *, use_syncfs: bool) -> None:
+    """Flush the written temps: one ``syncfs`` per filesystem (found by one ``fstat``
+    per directory: a directory's files are on its filesystem), else ``fsync`` each."""
+    if len(written) > 1 and use_syncfs:
+        directories: dict[str, int] = {}
+        for item, fd in written:
+            assert item.temp is not None
+            directories.setdefault(os.path.dirname(item.temp), fd)
+        devices = {os.fstat(fd).st_dev: fd for fd in directories.values()}
         if all([sync_filesystem(fd) for fd in devices.values()]):
             return
-    for fd in fds:  # one file, or a filesystem whose syncfs cannot be trusted
+    for _, fd in written:  # one file, or a filesystem whose syncfs cannot be trusted
         os.fsync(fd)
 
 

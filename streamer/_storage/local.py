@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat as stat_mod
@@ -48,18 +49,28 @@ class LocalStorage:
         The root is already real, so only the relative part is walked; the first
         symlink met hands over to ``realpath`` and the containment check.
         """
+        return self._walk(path)[0]
+
+    def _walk(self, path: str) -> tuple[str, int | None]:
+        """:meth:`resolve`, with the mode of what the path names (``None``: nothing
+        there yet; known from the walk's own ``lstat``, or one ``stat`` after a symlink)."""
         current = self.root
         parts = path.split("/") if path else []
+        mode = stat_mod.S_IFDIR
         for i, part in enumerate(parts):
             candidate = os.path.join(current, part)
             try:
                 mode = os.lstat(candidate).st_mode
             except (FileNotFoundError, NotADirectoryError):
-                return os.path.join(candidate, *parts[i + 1 :])
+                return os.path.join(candidate, *parts[i + 1 :]), None
             if stat_mod.S_ISLNK(mode):
-                return self._resolve_links(os.path.join(candidate, *parts[i + 1 :]), path)
+                real = self._resolve_links(os.path.join(candidate, *parts[i + 1 :]), path)
+                try:
+                    return real, os.stat(real).st_mode
+                except (FileNotFoundError, NotADirectoryError):
+                    return real, None
             current = candidate
-        return current
+        return current, mode
 
     def _resolve_links(self, joined: str, path: str) -> str:
         real = os.path.realpath(joined)
@@ -218,10 +229,14 @@ class LocalStorage:
         return writer
 
     def staging_path(self, path: str, tag: str) -> str:
-        """The temp file's path beside ``path``'s destination, its directory made
-        (blocking: from a worker thread)."""
-        parent = os.path.dirname(self.resolve(path))
-        if not os.path.isdir(parent):
+        """The temp file's path in the directory ``path`` goes to, that directory made
+        (blocking: from a worker thread). Only the directory is resolved: the writer
+        publishes by renaming the temp within it, which replaces a symlink at the
+        final name rather than writing through it."""
+        parent, mode = self._walk(path.rpartition("/")[0])
+        if mode is not None and not stat_mod.S_ISDIR(mode):
+            raise FileExistsError(errno.EEXIST, "a file is in the way", parent)
+        if mode is None:
             os.makedirs(parent, exist_ok=True)
             # A symlink could have raced in between resolve() and makedirs().
             if os.path.realpath(parent) != parent:

@@ -231,18 +231,27 @@ class LocalWriter:
         return final
 
     def _publish(self, temp: str) -> str | None:
-        """Move ``temp`` to its final name under the conflict policy (blocking)."""
-        real = self._storage.resolve(self._path)
+        """Move ``temp`` to its final name under the conflict policy (blocking). Every
+        candidate name is in the directory of ``temp``, resolved when it was staged:
+        a rename there replaces what has the name (a symlink included, never followed)."""
+        directory = os.path.dirname(temp)
+
+        def beside(name: str) -> str:
+            return os.path.join(directory, name.rpartition("/")[2])
+
         if self._conflict is Conflict.OVERWRITE:
-            if os.path.isdir(real):
-                raise PathBlocked(f"{self._path}: a directory is in the way", code="EISDIR")
-            os.replace(temp, real)
+            try:
+                os.replace(temp, beside(self._path))
+            except IsADirectoryError:
+                raise PathBlocked(
+                    f"{self._path}: a directory is in the way", code="EISDIR"
+                ) from None
             return self._path
         candidates = [self._path]
         if self._conflict is Conflict.RENAME:
             candidates += (_paths.renamed(self._path, n) for n in range(1, MAX_RENAME_ATTEMPTS))
         for candidate in candidates:
-            if move_no_replace(temp, self._storage.resolve(candidate)):
+            if move_no_replace(temp, beside(candidate)):
                 return candidate
         os.unlink(temp)
         if self._conflict is Conflict.SKIP:

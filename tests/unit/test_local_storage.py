@@ -132,6 +132,32 @@ async def test_something_in_the_way_is_a_conflict_not_a_storage_failure(
     assert sorted(os.listdir(storage.root)) == ["a.bin", "dir"]  # no staging left behind
 
 
+@pytest.mark.parametrize("size", [5, HOLD_BYTES + 1])  # group-committed, and streamed
+@pytest.mark.parametrize("conflict", [Conflict.OVERWRITE, Conflict.RENAME])
+async def test_a_symlink_at_the_final_name_is_replaced_not_written_through(
+    storage: LocalStorage, tmp_path: Path, size: int, conflict: Conflict
+) -> None:
+    root = Path(storage.root)
+    (tmp_path / "outside").write_bytes(b"keep")
+    (root / "d").mkdir()
+    (root / "d/inside").write_bytes(b"keep too")
+    os.symlink(tmp_path / "outside", root / "d/out-link")
+    os.symlink("inside", root / "d/in-link")
+    data = b"n" * size
+    final = [await write(storage, f"d/{name}", data, conflict) for name in ("out-link", "in-link")]
+    assert (tmp_path / "outside").read_bytes() == b"keep"
+    assert (root / "d/inside").read_bytes() == b"keep too"
+    if conflict is Conflict.OVERWRITE:
+        assert final == ["d/out-link", "d/in-link"]
+        for name in ("out-link", "in-link"):
+            assert not (root / "d" / name).is_symlink()
+            assert (root / "d" / name).read_bytes() == data
+    else:  # a link is a name taken like any other
+        assert final == ["d/out-link (1)", "d/in-link (1)"]
+        assert (root / "d/out-link").is_symlink()
+    assert not [name for name in os.listdir(root / "d") if name.startswith(".streamer")]
+
+
 async def test_file_sha256_hashes_the_file_and_stops_when_cancelled(
     storage: LocalStorage,
 ) -> None:
