@@ -30,16 +30,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import outcome
-import trio
 
 from .._errors import StreamerError
 from .._fileio import write_all
 from .._syncfs import sync_filesystem
+from .batches import Batched, ThreadBatches
 from .localfs import fsync_dir
 
 
-@dataclass(eq=False)
-class Staged:
+@dataclass(eq=False, kw_only=True)
+class Staged(Batched[str | None]):
     """One small file to commit: its bytes, where its temp goes, how to publish it.
 
     Both callables run in the batch's thread: ``prepare()`` returns the temp
@@ -53,7 +53,6 @@ class Staged:
     mtime_ns: int | None
     publish: Callable[[str], str | None]
     temp: str | None = field(default=None, init=False)
-    result: outcome.Outcome[str | None] | None = field(default=None, init=False)
 
 
 def commit_batch(batch: list[Staged], *, use_syncfs: bool = True) -> None:
@@ -142,60 +141,23 @@ class GroupCommit:
     """Batches :class:`Staged` commits (see the module docstring); one per storage.
 
     While a batch runs, new commits queue; when it ends, one of the committers
-    still waiting runs the next batch with all of them. ``max_batch`` bounds a
-    batch (and the file descriptors it holds open).
+    still waiting runs the next batch with all of them (:mod:`.batches`).
+    ``max_batch`` bounds a batch (and the file descriptors it holds open).
     """
 
     def __init__(self, *, max_batch: int = 256, use_syncfs: bool = True) -> None:
-        self._pending: list[Staged] = []
-        self._running = False
-        self._batch_done = trio.Event()
-        self._max_batch = max_batch
-        self._use_syncfs = use_syncfs
-        self.batches = 0
+        self._batches: ThreadBatches[Staged] = ThreadBatches(
+            lambda batch: commit_batch(batch, use_syncfs=use_syncfs), max_batch=max_batch
+        )
+
+    @property
+    def batches(self) -> int:
         """Batches run so far (for tests and metrics)."""
+        return self._batches.batches
 
     async def commit(self, item: Staged) -> str | None:
         """Write, flush and publish ``item`` in the next batch; its final name, or
         ``None`` when skipped. Raises the item's own OSError."""
-        self._pending.append(item)
-        try:
-            while item.result is None:
-                if not self._running and item in self._pending:
-                    await self._run_batch()
-                else:
-                    await self._wait(item)
-        except BaseException:
-            if item in self._pending:  # cancelled before its batch: nothing on disk yet
-                self._pending.remove(item)
-            raise
+        await self._batches.submit(item)
+        assert item.result is not None
         return item.result.unwrap()
-
-    async def _wait(self, item: Staged) -> None:
-        done = self._batch_done
-        if item in self._pending:
-            await done.wait()  # cancellable: the item is still only in memory
-        else:
-            with trio.CancelScope(shield=True):  # its batch is writing it: see it through
-                await done.wait()
-
-    async def _run_batch(self) -> None:
-        batch = self._pending[: self._max_batch]
-        del self._pending[: self._max_batch]
-        self._running = True
-        try:
-            # Shielded: the batch holds other committers' files, and its thread may
-            # first have to wait for a free worker thread; a cancel of the committer
-            # that happens to run it must not fail them (it lands after the batch).
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(
-                    lambda: commit_batch(batch, use_syncfs=self._use_syncfs)
-                )
-        finally:
-            self.batches += 1
-            for item in batch:
-                if item.result is None:  # the thread itself failed (e.g. MemoryError)
-                    item.result = outcome.Error(OSError("group commit failed"))
-            self._running = False
-            done, self._batch_done = self._batch_done, trio.Event()
-            done.set()

@@ -15,6 +15,7 @@ import trio
 from .. import _paths
 from .._errors import InvalidPath, SourceNotFound
 from .base import Conflict, Entry
+from .batches import BatchedCalls
 from .groupcommit import GroupCommit
 from .localfs import is_temp_name, os_error, temp_name
 from .localwriter import LocalWriter
@@ -39,6 +40,8 @@ class LocalStorage:
         self.root = os.path.realpath(root)
         self.group = GroupCommit()
         """Commits of small files written whole share their flushes (see groupcommit)."""
+        self.opens = BatchedCalls()
+        """Reads' opens (with their first chunk) share thread hops (see batches)."""
 
     # -- paths -------------------------------------------------------------
 
@@ -124,8 +127,9 @@ class LocalStorage:
         self, path: str, *, chunk_size: int, start: int = 0, end: int | None = None
     ) -> AsyncIterator[bytes]:
         """Chunks of the file's bytes ``start .. end - 1`` (``end=None``: to its end); the
-        open and the first read share one thread hop, and a short read ends the stream
-        (regular files only return short at EOF)."""
+        open and the first read share one thread hop, batched with other reads' opens
+        (:attr:`opens`): a small file is read in one call among many. A short read
+        ends the stream (regular files only return short at EOF)."""
 
         def open_and_read() -> tuple[FileIO, bytes]:
             f = self._open_source(path)
@@ -139,7 +143,7 @@ class LocalStorage:
             return chunk_size if remaining is None else min(chunk_size, remaining)
 
         try:
-            f, chunk = await trio.to_thread.run_sync(open_and_read)
+            f, chunk = await self.opens.run_sync(open_and_read)
         except OSError as exc:
             raise os_error(exc, path) from exc
         try:

@@ -62,10 +62,10 @@ async def test_names_appear_only_after_the_flush(
     seen_at_flush: list[tuple[dict[str, bytes], list[str]]] = []
     real = groupcommit._make_durable
 
-    def spy(fds: list[int], *, use_syncfs: bool) -> None:
+    def spy(written: list[tuple[Staged, int]], *, use_syncfs: bool) -> None:
         batch = [p.name.removeprefix(".streamer-t").removesuffix(".part") for p in _temps(root)]
         seen_at_flush.append((_visible(root), batch))
-        real(fds, use_syncfs=use_syncfs)
+        real(written, use_syncfs=use_syncfs)
 
     monkeypatch.setattr(groupcommit, "_make_durable", spy)
     async with trio.open_nursery() as nursery:
@@ -81,7 +81,7 @@ async def test_names_appear_only_after_the_flush(
 async def test_a_failed_flush_publishes_nothing_and_leaves_no_temp(
     storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(fds: list[int], *, use_syncfs: bool) -> None:
+    def broken(written: list[tuple[Staged, int]], *, use_syncfs: bool) -> None:
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(groupcommit, "_make_durable", broken)
