@@ -12,7 +12,9 @@ queue up while a batch is being written, and each batch is one thread hop:
    syncfs cannot be trusted to report errors (see :mod:`streamer._syncfs`), or
    for a batch of one, an ``fsync`` per file);
 3. only then is each temp moved to its final name under its conflict policy;
-4. one ``fsync`` per directory of the batch makes the names durable;
+4. one ``fsync`` per directory of the batch makes the names durable (where the
+   batch spans several directories and step 2 could use syncfs: one ``syncfs`` per
+   filesystem again, a fixed cost where directory fsyncs grew with the tree);
 
 and then each file's committer learns its own outcome. So, as for a file
 committed alone, a final name only ever points at durable bytes, a file is
@@ -66,35 +68,44 @@ def commit_batch(batch: list[Staged], *, use_syncfs: bool = True) -> None:
         except (OSError, StreamerError) as exc:
             item.result = outcome.Error(exc)
     try:
-        _make_durable(written, use_syncfs=use_syncfs)
-    except OSError as exc:
-        for item, _ in written:
-            item.result = outcome.Error(exc)
+        flushes = _Flushes(written, use_syncfs=use_syncfs)
+        try:
+            flushes.data()
+        except OSError as exc:
+            for item, _ in written:
+                item.result = outcome.Error(exc)
+        _publish(written)
+        failed = flushes.names({_directory(item) for item, _ in written if _published(item)})
     finally:
         for _, fd in written:
             os.close(fd)
-    directories: set[str] = set()
+    for item, _ in written:
+        if _published(item) and _directory(item) in failed:
+            item.result = outcome.Error(failed[_directory(item)])
+        elif isinstance(item.result, outcome.Error):  # a failed file leaves no temp behind
+            with contextlib.suppress(OSError):
+                os.unlink(item.temp or "")
+
+
+def _directory(item: Staged) -> str:
+    assert item.temp is not None
+    return os.path.dirname(item.temp)
+
+
+def _published(item: Staged) -> bool:
+    return isinstance(item.result, outcome.Value) and item.result.value is not None
+
+
+def _publish(written: list[tuple[Staged, int]]) -> None:
+    """Step 3: move each durable temp (no result yet) to its final name."""
     for item, _ in written:
         if item.result is not None:
             continue
         assert item.temp is not None
         try:
-            final = item.publish(item.temp)
+            item.result = outcome.Value(item.publish(item.temp))
         except (OSError, StreamerError) as exc:
             item.result = outcome.Error(exc)
-            continue
-        item.result = outcome.Value(final)
-        if final is not None:
-            directories.add(os.path.dirname(item.temp))
-    failed = _fsync_directories(directories)
-    for item, _ in written:
-        assert item.temp is not None
-        published = isinstance(item.result, outcome.Value) and item.result.value is not None
-        if published and os.path.dirname(item.temp) in failed:
-            item.result = outcome.Error(failed[os.path.dirname(item.temp)])
-        elif isinstance(item.result, outcome.Error):  # a failed file leaves no temp behind
-            with contextlib.suppress(OSError):
-                os.unlink(item.temp)
 
 
 def _write_temp(temp: str, item: Staged) -> int:
@@ -112,19 +123,44 @@ def _write_temp(temp: str, item: Staged) -> int:
     return fd
 
 
-def _make_durable(written: list[tuple[Staged, int]], *, use_syncfs: bool) -> None:
-    """Flush the written temps: one ``syncfs`` per filesystem (found by one ``fstat``
-    per directory: a directory's files are on its filesystem), else ``fsync`` each."""
-    if len(written) > 1 and use_syncfs:
-        directories: dict[str, int] = {}
-        for item, fd in written:
-            assert item.temp is not None
-            directories.setdefault(os.path.dirname(item.temp), fd)
-        devices = {os.fstat(fd).st_dev: fd for fd in directories.values()}
-        if all([sync_filesystem(fd) for fd in devices.values()]):
+class _Flushes:
+    """The flushes of one batch (steps 2 and 4): where ``syncfs`` is allowed, one per
+    filesystem of the batch for its data and one for its names (each filesystem
+    found by one ``fstat`` per directory: a directory's files are on its filesystem);
+    else, or for a single file, an ``fsync`` per file and per directory."""
+
+    def __init__(self, written: list[tuple[Staged, int]], *, use_syncfs: bool) -> None:
+        self._fds = [fd for _, fd in written]
+        self._devices: dict[int, int] = {}  # st_dev -> an open file on it
+        self._device_of: dict[str, int] = {}  # directory -> its st_dev
+        if len(written) > 1 and use_syncfs:
+            for item, fd in written:
+                directory = _directory(item)
+                if directory not in self._device_of:
+                    device = os.fstat(fd).st_dev
+                    self._device_of[directory] = device
+                    self._devices.setdefault(device, fd)
+
+    def data(self) -> None:
+        """Make every written temp durable (OSError: the flush failed)."""
+        if self._devices and all([sync_filesystem(fd) for fd in self._devices.values()]):
             return
-    for _, fd in written:  # one file, or a filesystem whose syncfs cannot be trusted
-        os.fsync(fd)
+        self._devices.clear()  # a filesystem whose syncfs cannot be trusted: fsync each
+        for fd in self._fds:
+            os.fsync(fd)
+
+    def names(self, directories: set[str]) -> dict[str, OSError]:
+        """Make the names published in ``directories`` durable; the directories whose
+        flush failed, with the error."""
+        if len(directories) > 1 and self._devices:
+            failed: dict[str, OSError] = {}
+            for device, fd in self._devices.items():
+                try:
+                    sync_filesystem(fd)  # trusted: data() found it so
+                except OSError as exc:
+                    failed |= {d: exc for d in directories if self._device_of[d] == device}
+            return failed
+        return _fsync_directories(directories)
 
 
 def _fsync_directories(directories: set[str]) -> dict[str, OSError]:

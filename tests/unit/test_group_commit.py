@@ -60,14 +60,14 @@ async def test_names_appear_only_after_the_flush(
 ) -> None:
     root = Path(storage.root)
     seen_at_flush: list[tuple[dict[str, bytes], list[str]]] = []
-    real = groupcommit._make_durable
+    real = groupcommit._Flushes.data
 
-    def spy(written: list[tuple[Staged, int]], *, use_syncfs: bool) -> None:
+    def spy(self: groupcommit._Flushes) -> None:
         batch = [p.name.removeprefix(".streamer-t").removesuffix(".part") for p in _temps(root)]
         seen_at_flush.append((_visible(root), batch))
-        real(written, use_syncfs=use_syncfs)
+        real(self)
 
-    monkeypatch.setattr(groupcommit, "_make_durable", spy)
+    monkeypatch.setattr(groupcommit._Flushes, "data", spy)
     async with trio.open_nursery() as nursery:
         for n in range(10):
             nursery.start_soon(_write, storage, f"a/f{n}", b"x" * n, f"t{n}")
@@ -81,10 +81,10 @@ async def test_names_appear_only_after_the_flush(
 async def test_a_failed_flush_publishes_nothing_and_leaves_no_temp(
     storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(written: list[tuple[Staged, int]], *, use_syncfs: bool) -> None:
+    def broken(self: groupcommit._Flushes) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(groupcommit, "_make_durable", broken)
+    monkeypatch.setattr(groupcommit._Flushes, "data", broken)
     with pytest.raises(Exception, match="Input/output error") as caught:
         await _write(storage, "f", b"data", "t")
     assert getattr(caught.value, "code", None) == "EIO"

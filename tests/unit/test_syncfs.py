@@ -91,3 +91,41 @@ def test_a_trusted_filesystem_gets_one_syncfs(
     commit_batch(_batch(tmp_path, ["a", "b", "c"]))
     assert synced == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_names_in_many_directories_are_flushed_by_one_syncfs_where_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: bool
+) -> None:
+    if trusted and (not _syncfs._KERNEL_OK or _syncfs._syncfs is None):
+        pytest.skip("no trustworthy syncfs on this kernel")
+    monkeypatch.setattr(_syncfs, "filesystem_type", lambda fd: 0xEF53 if trusted else None)
+    syncfs_calls: list[int] = []
+    real_sync = groupcommit.sync_filesystem
+
+    def sync_filesystem(fd: int) -> bool:
+        syncfs_calls.append(fd)
+        return real_sync(fd)
+
+    monkeypatch.setattr(groupcommit, "sync_filesystem", sync_filesystem)
+    directories_synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            directories_synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(groupcommit.os, "fsync", fsync)
+    batch = []
+    for n in range(4):
+        (tmp_path / f"d{n}").mkdir()
+        batch += _batch(tmp_path / f"d{n}", ["a", "b"])
+    commit_batch(batch)
+    assert all(item.result is not None and item.result.unwrap() for item in batch)
+    if trusted:
+        assert (len(syncfs_calls), directories_synced) == (2, [])  # data, then names
+    else:
+        assert len(directories_synced) == 4
+    for n in range(4):
+        assert sorted(p.name for p in (tmp_path / f"d{n}").iterdir()) == ["a", "b"]
