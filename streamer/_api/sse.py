@@ -3,7 +3,8 @@
 A stream first sends the job's current state, then a ``progress`` event per
 change (at most one per ``MIN_INTERVAL`` — changes in between are coalesced,
 never queued), a heartbeat comment every ``HEARTBEAT`` seconds of silence, and a
-final ``complete`` / ``error`` / ``cancelled`` event, after which it ends. The
+final ``complete`` / ``error`` / ``cancelled`` event as soon as the job ends (never
+held back by the interval), after which it ends. The
 engine wakes the stream on change; nothing polls.
 """
 
@@ -77,7 +78,7 @@ async def job_stream(
             if outcome == "changed":
                 break
             yield HEARTBEAT_FRAME
-        await trio.sleep_until(last_sent + min_interval)
+        await _coalesce(job, last_sent + min_interval)
 
 
 class Subscribers:
@@ -95,6 +96,14 @@ class Subscribers:
                     yield piece
         finally:
             self.count -= 1
+
+
+async def _coalesce(job: Job, until: float) -> None:
+    """Let changes gather until ``until``, or less once the job has finished: its final
+    event is never held back (a client waiting for it learns at once)."""
+    with trio.move_on_at(until):
+        while not job.status.finished:
+            await job.changed.wait()
 
 
 async def _wait_change(changed: trio.Event, closing: trio.Event, heartbeat: float) -> str:

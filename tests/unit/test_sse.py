@@ -51,6 +51,29 @@ async def test_progress_is_coalesced_to_ten_per_second_then_final(autojump_clock
     assert ids == list(range(1, len(frames) + 1))
 
 
+async def test_the_final_event_is_not_held_back_by_the_interval(autojump_clock: object) -> None:
+    job = Job(id="j", kind="cross-storage", spec={}, status=JobStatus.IN_PROGRESS)
+    frames: list[bytes] = []
+    sent_at: list[float] = []
+
+    async def collect_timed() -> None:
+        async for piece in job_stream(job, trio.Event()):
+            frames.append(piece)
+            sent_at.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect_timed)
+        await trio.sleep(1)
+        job.touch()  # a progress event, then the interval starts
+        await trio.sleep(0.01)
+        job.status = JobStatus.COMPLETED
+        job.touch()
+        finished_at = trio.current_time()
+    events = [parse(f)["type"] for f in frames]
+    assert events == ["progress", "progress", "complete"]
+    assert sent_at[-1] == finished_at  # not at the interval's end, 0.09 s later
+
+
 async def test_heartbeat_while_idle_and_end_on_shutdown(autojump_clock: object) -> None:
     job = Job(id="j", kind="cross-storage", spec={}, status=JobStatus.IN_PROGRESS)
     closing = trio.Event()
