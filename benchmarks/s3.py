@@ -13,7 +13,9 @@ endpoint and keys. For each server the cases are: upload (local → S3) of one b
 object and of a tree (``--files`` x ``--file-kib`` KiB), and the downloads
 (S3 → local) of the same. Each tool is timed best-of-``--runs``, the destination
 deleted (and ``sync``-ed) before every run; streamer's time is from the POST to the
-SSE ``complete`` event of a real ``streamer serve`` process. Prints MB/s (files/s
+SSE ``complete`` event of a real ``streamer serve`` process, through one HTTP client
+kept open across runs (as a panel keeps its connection: making an httpx client costs
+~25 ms here, which is the harness's, not streamer's). Prints MB/s (files/s
 for trees), streamer/fastest-peer ratio (> 1: streamer is faster), each peer's peak
 RSS and streamer's cumulative peak RSS (VmHWM). Peers' downloads end in the page
 cache (they do not fsync); streamer makes each file durable before its atomic
@@ -381,14 +383,15 @@ def run_case(
         "conflictResolution": "overwrite",
     }
 
+    http = node.client()  # kept open across runs, as an API client keeps its connection
+
     def through_streamer() -> None:
-        with node.client() as http:
-            response = http.post("/api/transfer", json=body)
+        response = http.post("/api/transfer", json=body)
         assert response.status_code == 200, response.text
         job_id = response.json()["jobId"]
-        final = list(node.events(job_id))[-1]
+        final = list(node.events(job_id, http))[-1]
         assert final["type"] == "complete", final
-        job = node.job(job_id)
+        job = final["job"]
         assert job["status"] == "completed", (job["status"], job.get("errors", [])[:3])
 
     print(f"{case.title}:", flush=True)
@@ -427,6 +430,8 @@ def run_case(
     except (AssertionError, httpx.HTTPError) as exc:
         print(f"  streamer: FAILED: {exc}".rstrip()[:600], flush=True)
         return
+    finally:
+        http.close()
     cpu = (cpu_seconds(node.proc.pid) - cpu_before) / runs
     extra = f"   CPU {cpu:5.2f} s/run   streamer RSS so far {peak_rss_mb(node.proc.pid):4.0f} MB"
     if durable is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -128,14 +129,15 @@ class Node:
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
-    def events(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """The SSE stream of a job, one decoded ``data:`` payload at a time."""
-        with self.client() as client:
-            ticket = client.post(
+    def events(self, job_id: str, client: httpx.Client | None = None) -> Iterator[dict[str, Any]]:
+        """The SSE stream of a job, one decoded ``data:`` payload at a time; through
+        ``client`` (one of :meth:`client`'s, kept open by the caller) or a new one."""
+        with contextlib.nullcontext(client) if client else self.client() as http:
+            ticket = http.post(
                 "/api/auth/sse-ticket", json={"resource": job_id, "resourceType": "transfer"}
             ).json()["ticket"]
             url = f"/api/transfer/progress/{job_id}?ticket={ticket}"
-            with client.stream("GET", url, headers={"Authorization": ""}) as response:
+            with http.stream("GET", url, headers={"Authorization": ""}) as response:
                 assert response.status_code == 200, response.read()
                 for line in response.iter_lines():
                     if line.startswith("data: "):
