@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,13 +55,15 @@ def _batch(directory: Path, names: list[str]) -> list[Staged]:
     return [staged(name) for name in names]
 
 
-def _files_fsynced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The regular files fsynced from now on (directories' fsyncs are not counted)."""
+def _files_fsynced(
+    monkeypatch: pytest.MonkeyPatch, kind: Callable[[int], bool] = stat.S_ISREG
+) -> list[int]:
+    """The files of ``kind`` (by mode; regular files by default) fsynced from now on."""
     synced: list[int] = []
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
+        if kind(os.fstat(fd).st_mode):
             synced.append(fd)
         real_fsync(fd)
 
@@ -108,15 +111,7 @@ def test_names_in_many_directories_are_flushed_by_one_syncfs_where_trusted(
         return real_sync(fd)
 
     monkeypatch.setattr(groupcommit, "sync_filesystem", sync_filesystem)
-    directories_synced: list[int] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            directories_synced.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr(groupcommit.os, "fsync", fsync)
+    directories_synced = _files_fsynced(monkeypatch, stat.S_ISDIR)
     batch = []
     for n in range(4):
         (tmp_path / f"d{n}").mkdir()
