@@ -67,8 +67,8 @@ def commit_batch(batch: list[Staged], *, use_syncfs: bool = True) -> None:
             written.append((item, _write_temp(item.temp, item)))
         except (OSError, StreamerError) as exc:
             item.result = outcome.Error(exc)
+    flushes = _Flushes(written, use_syncfs=use_syncfs)
     try:
-        flushes = _Flushes(written, use_syncfs=use_syncfs)
         try:
             flushes.data()
         except OSError as exc:
@@ -130,23 +130,24 @@ class _Flushes:
     else, or for a single file, an ``fsync`` per file and per directory."""
 
     def __init__(self, written: list[tuple[Staged, int]], *, use_syncfs: bool) -> None:
-        self._fds = [fd for _, fd in written]
+        self._written = written
+        self._use_syncfs = use_syncfs
         self._devices: dict[int, int] = {}  # st_dev -> an open file on it
         self._device_of: dict[str, int] = {}  # directory -> its st_dev
-        if len(written) > 1 and use_syncfs:
-            for item, fd in written:
+
+    def data(self) -> None:
+        """Make every written temp durable (OSError: the flush failed)."""
+        if len(self._written) > 1 and self._use_syncfs:
+            for item, fd in self._written:
                 directory = _directory(item)
                 if directory not in self._device_of:
                     device = os.fstat(fd).st_dev
                     self._device_of[directory] = device
                     self._devices.setdefault(device, fd)
-
-    def data(self) -> None:
-        """Make every written temp durable (OSError: the flush failed)."""
-        if self._devices and all([sync_filesystem(fd) for fd in self._devices.values()]):
-            return
+            if all([sync_filesystem(fd) for fd in self._devices.values()]):
+                return
         self._devices.clear()  # a filesystem whose syncfs cannot be trusted: fsync each
-        for fd in self._fds:
+        for _, fd in self._written:
             os.fsync(fd)
 
     def names(self, directories: set[str]) -> dict[str, OSError]:
