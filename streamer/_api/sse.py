@@ -68,8 +68,11 @@ async def job_stream(
         changed = job.changed
         event_id += 1
         last_sent = trio.current_time()
+        # Whether this event is the final one is decided with the event: the job may
+        # finish while the frame is being sent, and then its final event is still due.
+        final = job.status.finished
         yield frame(job_event(job), event_id=event_id)
-        if job.status.finished:
+        if final:
             return
         while True:
             outcome = await _wait_change(changed, closing, heartbeat)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import trio
 
 from streamer._api.sse import HEARTBEAT_FRAME, frame, job_stream
@@ -72,6 +73,18 @@ async def test_the_final_event_is_not_held_back_by_the_interval(autojump_clock: 
     events = [parse(f)["type"] for f in frames]
     assert events == ["progress", "progress", "complete"]
     assert sent_at[-1] == finished_at  # not at the interval's end, 0.09 s later
+
+
+async def test_a_job_that_ends_while_an_event_is_sent_still_gets_its_final_event() -> None:
+    job = Job(id="j", kind="cross-storage", spec={}, status=JobStatus.IN_PROGRESS)
+    stream = job_stream(job, trio.Event(), min_interval=0)
+    first = await stream.__anext__()  # a progress event; the client is reading it...
+    job.status = JobStatus.COMPLETED  # ...when the job ends
+    job.touch()
+    second = await stream.__anext__()
+    assert [parse(first)["type"], parse(second)["type"]] == ["progress", "complete"]
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
 
 
 async def test_heartbeat_while_idle_and_end_on_shutdown(autojump_clock: object) -> None:
