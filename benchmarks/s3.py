@@ -12,7 +12,8 @@ Python or on PATH; a missing one is skipped with a line saying so) use the same
 endpoint and keys. For each server the cases are: upload (local → S3) of one big
 object and of a tree (``--files`` x ``--file-kib`` KiB), and the downloads
 (S3 → local) of the same. Each tool is timed best-of-``--runs`` (3: on a shared
-2-core VM single runs swing by a third), the destination
+2-core VM single runs swing by a third), in rounds that run every tool once, so a
+slow phase of the host slows them all alike; the destination
 deleted (and ``sync``-ed) before every run; streamer's time is from the POST to the
 SSE ``complete`` event of a real ``streamer serve`` process, through one HTTP client
 kept open across runs (as a panel keeps its connection: making an httpx client costs
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import shutil
 import socket
@@ -396,51 +398,73 @@ def run_case(
         assert job["status"] == "completed", (job["status"], job.get("errors", [])[:3])
 
     print(f"{case.title}:", flush=True)
-    timings: dict[str, float] = {}
-    for name, command in peers.items():
-        if command is None:
-            continue
-        rss = [0.0]
-        try:
-            timings[name] = best_of(runs, partial(peer_run, command(case), env, log, rss), clean)
-            check()
-        except (RuntimeError, AssertionError) as exc:
-            print(f"  {name}: FAILED: {exc}".rstrip()[:600], flush=True)
-            continue
-        print(line(name, case, timings[name], f"   peak RSS {rss[0]:4.0f} MB"), flush=True)
-    durable: tuple[str, float] | None = None
-    if case.direction == "down" and timings:
-        # Peers leave their downloads in the page cache; streamer's are durable before
-        # they are visible. The fastest peer followed by `sync`, timed together, is the
-        # like-for-like peer (the target ratio stays against the plain fastest peer).
-        name = min(timings, key=timings.__getitem__)
-        command = peers[name]
-        assert command is not None
-
-        def then_sync() -> None:
-            peer_run(command(case), env, log, [0.0])
-            sh("sync")
-
-        durable = (f"{name} + sync", best_of(runs, then_sync, clean))
-        print(line(durable[0], case, durable[1]), flush=True)
     assert node.proc is not None
-    cpu_before = cpu_seconds(node.proc.pid)
+    pid = node.proc.pid
+    rss = {name: [0.0] for name, command in peers.items() if command is not None}
+    contenders: dict[str, Callable[[], object]] = {
+        name: partial(peer_run, command(case), env, log, rss[name])
+        for name, command in peers.items()
+        if command is not None
+    }
+    durable = None
+    if case.direction == "down" and contenders:
+        # Peers leave their downloads in the page cache; streamer's are durable before
+        # they are visible. The peer (s5cmd, the fast one) followed by `sync`, timed
+        # together, is the like-for-like peer; the target ratio stays against the
+        # plain fastest peer.
+        name = "s5cmd cp" if "s5cmd cp" in contenders else next(iter(contenders))
+        durable = f"{name} + sync"
+        contenders[durable] = partial(_then_sync, contenders[name])
+    cpu = [0.0]
+
+    def streamer_run() -> None:
+        before = cpu_seconds(pid)
+        try:
+            through_streamer()
+        finally:
+            cpu[0] += cpu_seconds(pid) - before
+
+    contenders["streamer"] = streamer_run
+    # Rounds, each running every contender once: a slow phase of the host (they last
+    # tens of seconds here) then slows all of them, not whichever ran during it.
+    timings: dict[str, float] = {}
+    failed: dict[str, str] = {}
     try:
-        ours = best_of(runs, through_streamer, clean)
-        check()
-    except (AssertionError, httpx.HTTPError) as exc:
-        print(f"  streamer: FAILED: {exc}".rstrip()[:600], flush=True)
-        return
+        for _ in range(runs):
+            for name, action in contenders.items():
+                if name in failed:
+                    continue
+                try:
+                    timings[name] = min(timings.get(name, math.inf), best_of(1, action, clean))
+                    check()
+                except (RuntimeError, AssertionError, httpx.HTTPError) as exc:
+                    failed[name] = str(exc)
     finally:
         http.close()
-    cpu = (cpu_seconds(node.proc.pid) - cpu_before) / runs
-    extra = f"   CPU {cpu:5.2f} s/run   streamer RSS so far {peak_rss_mb(node.proc.pid):4.0f} MB"
-    if durable is not None:
-        extra = f"   vs {durable[0]}: {durable[1] / ours:5.2f}x" + extra
-    if timings:
-        fastest = min(timings, key=timings.__getitem__)
-        extra = f"   ratio vs {fastest}: {timings[fastest] / ours:5.2f}x" + extra
+    for name in contenders:
+        if name in failed:
+            print(f"  {name}: FAILED: {failed[name]}".rstrip()[:600], flush=True)
+            timings.pop(name, None)
+        elif name in rss:
+            print(line(name, case, timings[name], f"   peak RSS {rss[name][0]:4.0f} MB"))
+        elif name != "streamer":
+            print(line(name, case, timings[name]))
+    if "streamer" not in timings:
+        return
+    ours = timings["streamer"]
+    extra = f"   CPU {cpu[0] / runs:5.2f} s/run   streamer RSS so far {peak_rss_mb(pid):4.0f} MB"
+    if durable in timings:
+        extra = f"   vs {durable}: {timings[durable] / ours:5.2f}x" + extra
+    plain = {name: t for name, t in timings.items() if name in rss}
+    if plain:
+        fastest = min(plain, key=plain.__getitem__)
+        extra = f"   ratio vs {fastest}: {plain[fastest] / ours:5.2f}x" + extra
     print(line("streamer", case, ours, extra), flush=True)
+
+
+def _then_sync(run: Callable[[], object]) -> None:
+    run()
+    sh("sync")
 
 
 def main() -> None:
