@@ -28,9 +28,9 @@ _SELECTED = "streamer_signed_headers"  # where the selection is kept in the cont
 
 class _Headers:
     """The header map botocore's signer reads and writes: one value per name, names
-    matched case-insensitively and kept as first given. Unlike ``email.message``
-    (which appends), setting a name replaces its value; the signer deletes before it
-    sets, so both give the same request."""
+    matched case-insensitively and kept as last set. Unlike ``email.message`` (which
+    appends), setting a name replaces its value and spelling; the signer deletes
+    before it sets, so both give the same request."""
 
     __slots__ = ("_items",)
 
