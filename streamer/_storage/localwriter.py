@@ -51,6 +51,7 @@ class LocalWriter:
         self._conflict = conflict
         self._published = False
         self._writeback: Writeback | None = None
+        self._positional = trio.Lock()  # one pwrite at a time: see write_at
         self.offset = 0
         """Bytes staged so far (a resumed writer starts at what was there)."""
 
@@ -154,11 +155,17 @@ class LocalWriter:
             raise os_error(exc, self._path) from exc
 
     async def write_at(self, offset: int, data: memoryview) -> None:
+        """Write ``data`` at ``offset``; concurrent callers take turns. ext4 (like most
+        filesystems) takes the inode's lock for every buffered write, and a second
+        writer spins on it in the kernel: with four ranges in flight that spinning
+        cost up to a core (a 1 GiB download spent 10% of its CPU in
+        ``rwsem_spin_on_owner``). Waiting here instead costs nothing."""
         assert not self._ended, "write after commit/abort"
         fd = await self._opened()
 
         try:
-            await trio.to_thread.run_sync(pwrite_all, fd, data, offset)
+            async with self._positional:
+                await trio.to_thread.run_sync(pwrite_all, fd, data, offset)
         except OSError as exc:
             raise os_error(exc, self._path) from exc
 
