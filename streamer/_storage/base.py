@@ -196,7 +196,8 @@ class Pinned:
 
 
 #: Takes ``(offset, piece, stop)``: the next bytes of a range at ``offset``;
-#: ``stop`` is where the range ends.
+#: ``stop`` is where the range ends. ``piece`` is the reader's buffer, valid
+#: only until the call returns: keep a copy, not the view.
 Deliver = Callable[[int, memoryview, int], Awaitable[None]]
 
 

@@ -35,16 +35,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import cast
+from functools import partial
+from typing import TypeVar, cast
 
 import trio
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head (status line and headers) longer is refused
 MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) longer is refused
 READ_BYTES = 1 << 20  # most bytes asked of the socket per receive (see _netio)
+
+T = TypeVar("T")
 JOIN_BODY = 256 * 1024  # a body up to this size goes out in the head's send
 
 _TOKEN_CHARS = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"  # a character class's contents
@@ -169,13 +172,16 @@ class Connection:
     """One HTTP/1.1 connection: one request at a time, kept alive between them.
 
     Use :meth:`request` to send a request and read its response head, then call
-    :meth:`next_piece` until it returns ``b""``: the connection is then
-    :attr:`reusable` (the owner calls :meth:`release` when it parks it) unless
-    either side ended keep-alive; a half-read connection must be closed.
+    :meth:`next_piece` until it returns ``b""`` (or :meth:`receive_into` until it
+    returns 0, falling back to :meth:`next_piece` whenever it returns ``None``):
+    the connection is then :attr:`reusable` (the owner calls :meth:`release` when
+    it parks it) unless either side ended keep-alive; a half-read connection must
+    be closed.
     """
 
     def __init__(self, stream: trio.abc.Stream, *, keepalive_expiry: float) -> None:
         self._stream = stream
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._keepalive_expiry = keepalive_expiry
         self._buffer = bytearray()
         self._framing = ("length", 0)
@@ -290,10 +296,14 @@ class Connection:
             raise Timeout("write")
 
     async def _receive(self) -> bytes:
+        # trio's streams return bytes (the bytearray in their type is for others)
+        return cast(bytes, await self._reading(partial(self._stream.receive_some, READ_BYTES)))
+
+    async def _reading(self, receive: Callable[[], Awaitable[T]]) -> T:
+        """``receive()`` under the read timeout, its failures as :class:`WireError`."""
         with trio.move_on_after(forever(self._read_timeout)):
             try:
-                # trio's streams return bytes (the bytearray in their type is for others)
-                return cast(bytes, await self._stream.receive_some(READ_BYTES))
+                return await receive()
             except (trio.BrokenResourceError, OSError) as exc:
                 self._keep_alive = False
                 raise Disconnected("read", exc) from exc
@@ -352,6 +362,27 @@ class Connection:
         if not data:
             self._body_done = True
         return data
+
+    async def receive_into(self, buffer: memoryview) -> int | None:
+        """Up to ``len(buffer)`` bytes of the body received straight into ``buffer``
+        (0 once it has ended), or ``None`` when they cannot be: the body is chunked or
+        read to the close, some of it is already buffered, or the stream is not a
+        plain socket (TLS). Read those bytes with :meth:`next_piece`, then try again.
+
+        Receiving in place makes no object per read. A fresh 1 MiB ``bytes`` per
+        receive (what :meth:`next_piece` makes) is fresh memory to the allocator:
+        a 1 GiB download through it spent ~40% more time in the kernel, on page
+        faults, than one receiving into a reused buffer."""
+        if self._body_done:
+            return 0
+        if self._framing[0] != "length" or self._buffer or self._socket is None:
+            return None
+        count = await self._reading(partial(self._socket.recv_into, buffer[: self._remaining]))
+        if not count:
+            raise self._closed_early(f"with {self._remaining} body bytes to come")
+        self._remaining -= count
+        self._body_done = self._remaining == 0
+        return count
 
     def _take_buffer(self, limit: int | None = None) -> bytes:
         if not self._buffer:
@@ -427,9 +458,12 @@ class Connection:
         more were owed."""
         data = await self._receive()
         if not data:
-            self._keep_alive = False
-            raise ProtocolError(f"connection closed {where}")
+            raise self._closed_early(where)
         return data
+
+    def _closed_early(self, where: str) -> ProtocolError:
+        self._keep_alive = False
+        return ProtocolError(f"connection closed {where}")
 
 
 def forever(timeout: float | None) -> float:

@@ -42,15 +42,21 @@ class Exchange:
     timeouts: Mapping[str, float | None]
 
 
+ReceiveInto = Callable[[memoryview], Awaitable[int | None]]
+"""Body bytes straight into a buffer: how many (0 at the end), or ``None`` when
+the transport cannot right now (then the next piece is read the usual way)."""
+
+
 class Response:
-    """A response whose body is read piece by piece (``async for``), then closed.
+    """A response whose body is read piece by piece (``async for``) or into the
+    caller's buffer (:meth:`read_into`; not both), then closed.
 
     ``headers`` maps lower-case names to values (repeated headers joined by
     ``", "``). Closing hands the connection back (kept alive only if the body
     was read to its end); it is shielded, so a cancelled caller never leaks it.
     """
 
-    __slots__ = ("_close", "_closed", "_next", "headers", "status")
+    __slots__ = ("_close", "_closed", "_left", "_next", "_receive_into", "headers", "status")
 
     def __init__(
         self,
@@ -58,12 +64,15 @@ class Response:
         headers: dict[str, str],
         next_piece: Callable[[], Awaitable[bytes]],
         close: Callable[[], Awaitable[None]],
+        receive_into: ReceiveInto | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
         self._next = next_piece
         self._close = close
         self._closed = False
+        self._receive_into = receive_into
+        self._left = memoryview(b"")  # of a piece read_into could not take whole
 
     def __aiter__(self) -> Response:
         return self
@@ -76,6 +85,23 @@ class Response:
         if not piece:
             raise StopAsyncIteration
         return piece
+
+    async def read_into(self, buffer: memoryview) -> int:
+        """The next body bytes, up to ``len(buffer)`` (> 0), into ``buffer``: how many,
+        0 once the body has ended. The bytes are received there when the transport
+        can (a plain socket), else copied from the next piece."""
+        if not self._left:
+            if self._closed:
+                return 0
+            if self._receive_into is not None:
+                count = await self._receive_into(buffer)
+                if count is not None:
+                    return count
+            self._left = memoryview(await self._next())
+        count = min(len(buffer), len(self._left))
+        buffer[:count] = self._left[:count]
+        self._left = self._left[count:]
+        return count
 
     async def aclose(self) -> None:
         if self._closed:

@@ -22,6 +22,8 @@ sending and while the body is read.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from types import TracebackType
 from typing import Self
@@ -47,6 +49,14 @@ def _httpx_error(exc: http11.WireError) -> httpx.TransportError:
     if isinstance(exc, http11.RequestError):
         return httpx.LocalProtocolError(str(exc))
     return httpx.RemoteProtocolError(str(exc))
+
+
+@contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except http11.WireError as exc:
+        raise _httpx_error(exc) from exc
 
 
 def _header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -159,16 +169,19 @@ class PooledTransport:
             raise
 
         async def next_piece() -> bytes:
-            try:
+            with _as_httpx_errors():
                 return await connection.next_piece()
-            except http11.WireError as exc:
-                raise _httpx_error(exc) from exc
+
+        async def receive_into(buffer: memoryview) -> int | None:
+            with _as_httpx_errors():
+                return await connection.receive_into(buffer)
 
         return Response(
             head.status,
             _header_dict(head.headers),
             next_piece,
             partial(self._release, connection, key),
+            receive_into,
         )
 
     async def __aenter__(self) -> Self:

@@ -23,6 +23,7 @@ from .s3errors import PRECONDITION_FAILED, SOURCE_CHANGED, S3Error, transport_er
 from .s3settings import S3Settings
 
 _META_PREFIX = "x-amz-meta-"
+RECEIVE_BYTES = 1 << 20  # a ranged GET's receive buffer, at most (one per range read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,7 @@ class _RangeReader:
         self._ranged = True  # dropped after a 416 at byte 0: the object is empty
         self.info: ObjectInfo | None = None
         self.received = 0
+        self._buffer = memoryview(bytearray())  # sized once the first response says how much
 
     @property
     def _position(self) -> int:
@@ -198,11 +200,13 @@ class _RangeReader:
             raise
         try:
             stop = self._check(response)
+            buffer = self._receive_buffer(stop - self._position)
             with transport_errors(self._describe()):
-                async for piece in response:  # never left half-read, see module doc
-                    count = min(len(piece), stop - self._position)
+                # read to its end (never left half-read, see module doc)
+                while received := await response.read_into(buffer):
+                    count = min(received, stop - self._position)
                     if count > 0:
-                        await self._deliver(self._position, memoryview(piece)[:count], stop)
+                        await self._deliver(self._position, buffer[:count], stop)
                         self.received += count
         finally:
             await response.aclose()  # shielded: never leaks the connection
@@ -211,6 +215,14 @@ class _RangeReader:
                 f"{self._describe()}: body ended at byte {self._position} of {stop}",
                 code="IncompleteBody",
             )
+
+    def _receive_buffer(self, owed: int) -> memoryview:
+        """The buffer the body is received into, reused by every read of the range:
+        :data:`RECEIVE_BYTES`, or what is owed when that is less (small objects)."""
+        want = max(1, min(RECEIVE_BYTES, owed))
+        if len(self._buffer) < want:
+            self._buffer = memoryview(bytearray(want))
+        return self._buffer
 
     def _check(self, response: Response) -> int:
         """Validate a response against what was asked; returns the byte to stop at."""
