@@ -195,10 +195,9 @@ class Pinned:
     sha256: str | None = None
 
 
-#: Takes ``(offset, piece, stop)``: the next bytes of a range at ``offset``;
-#: ``stop`` is where the range ends. ``piece`` is the reader's buffer, valid
-#: only until the call returns: keep a copy, not the view.
-Deliver = Callable[[int, memoryview, int], Awaitable[None]]
+#: Awaited after each receive into a range's buffer with how many of its bytes
+#: are in so far (they are final; the count only grows).
+Landed = Callable[[int], Awaitable[None]]
 
 
 @runtime_checkable
@@ -214,10 +213,11 @@ class RangedSource(Protocol):
         ...
 
     async def fetch_range(
-        self, path: str, *, start: int, end: int, version: str, deliver: Deliver
+        self, path: str, *, start: int, version: str, into: memoryview, landed: Landed
     ) -> None:
-        """Hand bytes ``[start, end)`` of version ``version`` to ``deliver``, in order and
-        each once (resuming after drops); ``SourceChanged`` if that version is gone."""
+        """Receive bytes ``[start, start + len(into))`` of version ``version`` into
+        ``into``, in order (resuming after drops), awaiting ``landed`` as they come;
+        ``SourceChanged`` if that version is gone."""
         ...
 
 
@@ -230,15 +230,9 @@ class PositionalWriter(Protocol):
         ...
 
     async def write_at(self, offset: int, data: memoryview) -> None:
-        """Write ``data`` at ``offset`` of the staged file."""
-        ...
-
-    async def range_written(self, start: int, end: int) -> None:
-        """Bytes ``[start, end)`` are all written: start their writeback, never waiting."""
-        ...
-
-    async def read_back(self, update: Callable[[bytes], object], start: int, end: int) -> None:
-        """Feed the staged bytes ``[start, end)`` to ``update`` in order (e.g. a hash's)."""
+        """Write ``data`` at ``offset`` of the staged file (concurrent calls allowed, for
+        distinct offsets). Chunks aligned as :func:`~streamer._fileio.aligned_buffer`
+        makes them may bypass the page cache."""
         ...
 
 

@@ -15,9 +15,9 @@ import trio
 
 from .. import _paths
 from .._concurrency import cleanup
-from .._errors import InvalidPath, SourceNotFound
+from .._errors import InvalidPath, SourceNotFound, StorageError
 from .background import BackgroundTasks
-from .base import Conflict, CopyResult, Declare, Deliver, Entry, Pinned
+from .base import Conflict, CopyResult, Declare, Entry, Landed, Pinned
 from .local import is_temp_name
 from .s3client import S3Client
 from .s3object import ObjectInfo, stream_range
@@ -160,12 +160,29 @@ class S3Storage:
         return Pinned(info.size, info.etag, declared_sha256(info))
 
     async def fetch_range(
-        self, path: str, *, start: int, end: int, version: str, deliver: Deliver
+        self, path: str, *, start: int, version: str, into: memoryview, landed: Landed
     ) -> None:
-        """Bytes ``[start, end)`` of the object whose ETag is ``version``, to ``deliver``
-        as they arrive (``SourceChanged`` once that version is gone)."""
+        """Bytes ``[start, start + len(into))`` of the object whose ETag is ``version``,
+        received into ``into`` (``SourceChanged`` once that version is gone)."""
+
+        def buffer(length: int) -> memoryview:
+            if length != len(into):  # a server ignoring If-Match could get here
+                raise StorageError(
+                    f"{path} changed while being copied (a range of {len(into)} bytes"
+                    f" at {start} has {length})",
+                    code="SourceChanged",
+                )
+            return into
+
         await stream_range(
-            self.client, self.bucket, path, start=start, end=end, deliver=deliver, etag=version
+            self.client,
+            self.bucket,
+            path,
+            start=start,
+            end=start + len(into),
+            into=buffer,
+            landed=landed,
+            etag=version,
         )
 
     # -- writing -----------------------------------------------------------

@@ -5,25 +5,28 @@ never suspended half-read across a ``yield``: a half-read body holds its
 connection, and through an httpx transport (tests) it is a chain of async
 generators that cannot be closed early, which trio reports as unclosed
 generators (httpx issue #3686). Callers therefore fetch bounded ranges (a
-part at most) into memory, or deliver them in place, and yield from there.
+part at most) into memory, or receive them in place, and yield from there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from . import s3xml
-from .base import Deliver
+from .base import Landed
 from .httpexchange import Response
 from .s3errors import PRECONDITION_FAILED, SOURCE_CHANGED, S3Error, transport_errors
 from .s3settings import S3Settings
 
 _META_PREFIX = "x-amz-meta-"
-RECEIVE_BYTES = 1 << 20  # a ranged GET's receive buffer, at most (one per range read)
+_SURPLUS = memoryview(bytearray(64 * 1024))  # bytes past a range (a server's excess), dropped
+
+#: Given a range's length in bytes, the buffer to receive it into (that long).
+Into = Callable[[int], memoryview]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,20 +107,23 @@ async def stream_range(
     *,
     start: int,
     end: int,
-    deliver: Deliver,
+    into: Into,
+    landed: Landed | None = None,
     etag: str | None = None,
 ) -> ObjectInfo:
-    """Bytes ``[start, end)`` of an object (``end`` may exceed its size), handed to
-    ``deliver`` as they arrive, each byte once and in order.
+    """Bytes ``[start, end)`` of an object (``end`` may exceed its size) received in
+    order into the buffer ``into(length)`` returns (asked once, when the first
+    response tells how many bytes the range has), ``landed`` awaited after each
+    receive with how many are in.
 
     With ``etag`` every GET is pinned to that version (``If-Match``); without,
     to the version the first response delivers. After a dropped connection
     the next GET asks for ``Range: bytes=<first missing byte>-<end - 1>`` of
-    the pinned version, so the bytes delivered are exactly that version's or
+    the pinned version, so the bytes received are exactly that version's or
     an ``S3Error`` with code ``SourceChanged`` is raised. Drops are retried up
     to ``max_retries`` times in a row (the count resets when bytes arrive).
     """
-    reader = _RangeReader(client, bucket, key, start, end, etag, deliver)
+    reader = _RangeReader(client, bucket, key, start, end, etag, into, landed)
     failures = 0
     while not reader.done:
         before = reader.received
@@ -135,16 +141,15 @@ async def stream_range(
 async def read_range(
     client: Getter, bucket: str, key: str, *, start: int, end: int, etag: str | None = None
 ) -> tuple[ObjectInfo, bytearray]:
-    """:func:`stream_range` into memory: one buffer, filled in place."""
+    """:func:`stream_range` into memory: one buffer, received into in place."""
     data = bytearray()
 
-    async def keep(offset: int, piece: memoryview, stop: int) -> None:
+    def allocate(length: int) -> memoryview:
         nonlocal data
-        if not data:
-            data = bytearray(stop - start)
-        data[offset - start : offset - start + len(piece)] = piece
+        data = bytearray(length)
+        return memoryview(data)
 
-    info = await stream_range(client, bucket, key, start=start, end=end, deliver=keep, etag=etag)
+    info = await stream_range(client, bucket, key, start=start, end=end, into=allocate, etag=etag)
     return info, data
 
 
@@ -157,7 +162,8 @@ class _RangeReader:
         start: int,
         end: int,
         etag: str | None,
-        deliver: Deliver,
+        into: Into,
+        landed: Landed | None,
     ) -> None:
         self._client = client
         self._bucket = bucket
@@ -165,11 +171,12 @@ class _RangeReader:
         self._start = start
         self._end = end
         self._etag = etag
-        self._deliver = deliver
+        self._into = into
+        self._landed = landed
         self._ranged = True  # dropped after a 416 at byte 0: the object is empty
         self.info: ObjectInfo | None = None
         self.received = 0
-        self._buffer = memoryview(bytearray())  # sized once the first response says how much
+        self._buffer: memoryview | None = None  # from into(), once the first response came
 
     @property
     def _position(self) -> int:
@@ -200,14 +207,19 @@ class _RangeReader:
             raise
         try:
             stop = self._check(response)
-            buffer = self._receive_buffer(stop - self._position)
+            if self._buffer is None:
+                self._buffer = self._into(stop - self._start)
+            buffer = self._buffer[: stop - self._start]
             with transport_errors(self._describe()):
-                # read to its end (never left half-read, see module doc)
-                while received := await response.read_into(buffer):
-                    count = min(received, stop - self._position)
-                    if count > 0:
-                        await self._deliver(self._position, buffer[:count], stop)
-                        self.received += count
+                while self.received < len(buffer):
+                    count = await response.read_into(buffer[self.received :])
+                    if not count:
+                        break
+                    self.received += count
+                    if self._landed is not None:
+                        await self._landed(self.received)
+                while await response.read_into(_SURPLUS):  # to its end: see module doc
+                    pass
         finally:
             await response.aclose()  # shielded: never leaks the connection
         if self._position < stop:
@@ -215,14 +227,6 @@ class _RangeReader:
                 f"{self._describe()}: body ended at byte {self._position} of {stop}",
                 code="IncompleteBody",
             )
-
-    def _receive_buffer(self, owed: int) -> memoryview:
-        """The buffer the body is received into, reused by every read of the range:
-        :data:`RECEIVE_BYTES`, or what is owed when that is less (small objects)."""
-        want = max(1, min(RECEIVE_BYTES, owed))
-        if len(self._buffer) < want:
-            self._buffer = memoryview(bytearray(want))
-        return self._buffer
 
     def _check(self, response: Response) -> int:
         """Validate a response against what was asked; returns the byte to stop at."""

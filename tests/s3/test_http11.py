@@ -5,6 +5,7 @@ hostile heads, early responses and timeouts."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -269,3 +270,62 @@ async def test_idle_connection_expires_after_its_keepalive() -> None:
     await trio.sleep(0.02)
     assert connection.expired()
     assert connection.idle_expired()
+
+
+@asynccontextmanager
+async def _over_a_socket() -> AsyncIterator[tuple[http11.Connection, trio.SocketStream]]:
+    """A connection over a real socket (what receive_into takes in place) and its
+    server's end, both closed after."""
+    client, server = trio.socket.socketpair()
+    connection = http11.Connection(trio.SocketStream(client), keepalive_expiry=5.0)
+    async with trio.SocketStream(server) as server_end:
+        try:
+            yield connection, server_end
+        finally:
+            await connection.aclose()
+
+
+async def _request(connection: http11.Connection, server: trio.SocketStream, reply: bytes) -> None:
+    """Send GET (the server reads it) and read the response head to ``reply``."""
+    await server.send_all(reply)
+    await connection.request(*GET, read_timeout=5, write_timeout=5)
+    await server.receive_some()
+
+
+async def test_a_length_body_is_received_in_place_after_what_came_with_the_head() -> None:
+    async with _over_a_socket() as (connection, server):
+        await _request(connection, server, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        buffer = memoryview(bytearray(4))
+        assert await connection.receive_into(buffer) is None  # "abc" came with the head
+        assert await connection.next_piece() == b"abc"
+        await server.send_all(b"defghij")
+        received = b""
+        while count := await connection.receive_into(buffer):
+            received += bytes(buffer[:count])
+        assert received == b"defghij"
+        assert connection.reusable
+        assert await connection.receive_into(buffer) == 0
+
+
+async def test_a_body_cut_short_while_received_in_place_is_an_error() -> None:
+    async with _over_a_socket() as (connection, server):
+        await _request(connection, server, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        await server.send_all(b"abc")
+        await server.send_eof()
+        buffer = memoryview(bytearray(16))
+        assert await connection.receive_into(buffer) == 3
+        with pytest.raises(http11.ProtocolError, match="7 body bytes to come"):
+            await connection.receive_into(buffer)
+        assert not connection.reusable
+
+
+async def test_chunked_bodies_and_other_streams_are_not_received_in_place() -> None:
+    async with _over_a_socket() as (connection, server):
+        await _request(connection, server, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        assert await connection.receive_into(memoryview(bytearray(4))) is None
+    memory, other = _pair()  # not a socket (as a TLS stream is not)
+    await other.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")
+    await memory.request(*GET, read_timeout=5, write_timeout=5)
+    await other.send_all(b"abc")
+    assert await memory.receive_into(memoryview(bytearray(4))) is None
+    assert await memory.next_piece() == b"abc"

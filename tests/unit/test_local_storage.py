@@ -184,7 +184,7 @@ async def test_a_failed_write_of_held_bytes_leaves_no_temp(
 
     monkeypatch.setattr(LocalWriter, "_write_sync", disk_full)
     with pytest.raises(StorageError, match="No space left") as raised:
-        await writer.read_back(lambda _: None, 0, 4)
+        await writer.hash_staged(lambda _: None)
     assert raised.value.code == "ENOSPC"
     await writer.abort()
     assert os.listdir(storage.root) == []

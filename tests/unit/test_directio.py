@@ -1,0 +1,129 @@
+"""Direct (O_DIRECT) positional writes: aligned chunks bypass the page cache, the rest
+and every write on a filesystem that refuses are buffered, and the file is the same."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import pytest
+import trio
+
+from streamer._fileio import aligned_buffer
+from streamer._storage import Conflict, LocalStorage, directio
+from streamer._storage.directio import ALIGN, DirectWrites
+
+
+def _address(view: memoryview) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+@pytest.mark.parametrize("alignment", [512, 4096, 65536])
+def test_aligned_buffers_start_on_the_boundary(alignment: int) -> None:
+    for size in (1, 4096, 100_000):
+        buffer = aligned_buffer(size, alignment)
+        assert len(buffer) == size and not buffer.readonly
+        assert _address(buffer) % alignment == 0
+
+
+def _takes_direct(path: Path) -> bool:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    direct = DirectWrites(fd)
+    enabled = direct.enabled
+    direct.close()
+    os.close(fd)
+    return enabled
+
+
+def _direct_or_skip(path: Path) -> tuple[int, DirectWrites]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    direct = DirectWrites(fd)
+    if not direct.enabled:
+        os.close(fd)
+        pytest.skip("this filesystem refuses O_DIRECT")
+    return fd, direct
+
+
+def test_only_aligned_chunks_go_direct(tmp_path: Path) -> None:
+    fd, direct = _direct_or_skip(tmp_path / "f")
+    try:
+        chunk = aligned_buffer(2 * ALIGN, ALIGN)
+        chunk[:] = os.urandom(len(chunk))
+        assert direct.write(chunk, ALIGN)
+        assert not direct.write(chunk, ALIGN + 1)  # offset off the boundary
+        assert not direct.write(chunk[: ALIGN - 1], 0)  # ragged length
+        assert not direct.write(chunk[:0], 0)
+        assert direct.enabled
+        assert os.pread(fd, 2 * ALIGN, ALIGN) == bytes(chunk)
+    finally:
+        direct.close()
+        os.close(fd)
+
+
+def test_a_refusal_turns_direct_writes_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fd, direct = _direct_or_skip(tmp_path / "f")
+
+    def refuse(fd: int, data: memoryview, offset: int) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(directio, "pwrite_all", refuse)
+    try:
+        assert not direct.write(aligned_buffer(ALIGN, ALIGN), 0)
+        assert not direct.enabled
+    finally:
+        os.close(fd)
+
+
+def test_other_write_errors_are_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fd, direct = _direct_or_skip(tmp_path / "f")
+
+    def full(fd: int, data: memoryview, offset: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(directio, "pwrite_all", full)
+    try:
+        with pytest.raises(OSError, match="No space"):
+            direct.write(aligned_buffer(ALIGN, ALIGN), 0)
+    finally:
+        direct.close()
+        os.close(fd)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered-only"])
+async def test_positional_writes_land_the_same_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    """Concurrent chunks (aligned ones and a ragged tail) through a local writer make
+    the same file whether or not the platform allows O_DIRECT."""
+    if not direct:
+        monkeypatch.setattr(directio, "_O_DIRECT", 0)
+    went_direct = []
+    write = DirectWrites.write
+
+    def spy(self: DirectWrites, data: memoryview, offset: int) -> bool:
+        went_direct.append(write(self, data, offset))
+        return went_direct[-1]
+
+    monkeypatch.setattr(DirectWrites, "write", spy)
+    size = 10 * ALIGN + 123
+    source = aligned_buffer(size, ALIGN)
+    source[:] = os.urandom(size)
+    storage = LocalStorage("local", tmp_path)
+    writer = await storage.open_writer("big.bin", conflict=Conflict.OVERWRITE, tag="t")
+    await writer.preallocate(size)
+    offsets = list(range(0, size, 2 * ALIGN))
+    random.shuffle(offsets)
+    async with trio.open_nursery() as nursery:
+        for offset in offsets:
+            nursery.start_soon(writer.write_at, offset, source[offset : offset + 2 * ALIGN])
+    await writer.commit(sha256="", mtime_ns=None)
+    landed = (tmp_path / "big.bin").read_bytes()
+    assert hashlib.sha256(landed).digest() == hashlib.sha256(source).digest()
+    if direct and _takes_direct(tmp_path / "probe"):
+        assert went_direct.count(True) == len(offsets) - 1  # all but the ragged tail
+    if not direct:
+        assert not any(went_direct)
