@@ -25,7 +25,7 @@ from .._pipeline import Progress
 from .._storage.base import Declare, PositionalWriter, RangedSource
 from .._storage.directio import ALIGN
 
-WRITE_CHUNK = 1 << 20  # bytes of a range written at a time (the last chunk may be less)
+WRITE_CHUNK = 4 << 20  # bytes of a range written at a time (the last chunk may be less)
 
 
 async def copy_in_place(
