@@ -64,30 +64,24 @@ def test_only_aligned_chunks_go_direct(tmp_path: Path) -> None:
         os.close(fd)
 
 
-def test_a_refusal_turns_direct_writes_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.ENOSPC], ids=["refused", "disk-full"])
+def test_a_refusal_turns_direct_writes_off_and_other_errors_are_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
     fd, direct = _direct_or_skip(tmp_path / "f")
 
-    def refuse(fd: int, data: memoryview, offset: int) -> None:
-        raise OSError(errno.EINVAL, "Invalid argument")
+    def fail(fd: int, data: memoryview, offset: int) -> None:
+        raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(directio, "pwrite_all", refuse)
+    monkeypatch.setattr(directio, "pwrite_all", fail)
     try:
-        assert not direct.write(aligned_buffer(ALIGN, ALIGN), 0)
-        assert not direct.enabled
-    finally:
-        os.close(fd)
-
-
-def test_other_write_errors_are_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fd, direct = _direct_or_skip(tmp_path / "f")
-
-    def full(fd: int, data: memoryview, offset: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(directio, "pwrite_all", full)
-    try:
-        with pytest.raises(OSError, match="No space"):
-            direct.write(aligned_buffer(ALIGN, ALIGN), 0)
+        if code == errno.EINVAL:
+            assert not direct.write(aligned_buffer(ALIGN, ALIGN), 0)
+            assert not direct.enabled
+        else:
+            with pytest.raises(OSError, match="No space"):
+                direct.write(aligned_buffer(ALIGN, ALIGN), 0)
+            assert direct.enabled
     finally:
         direct.close()
         os.close(fd)
