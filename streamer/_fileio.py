@@ -6,7 +6,6 @@ the storages)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 Buffer = bytes | bytearray | memoryview
@@ -25,12 +24,3 @@ def pwrite_all(fd: int, data: Buffer, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
-
-
-def aligned_buffer(size: int, alignment: int) -> memoryview:
-    """A zeroed writable buffer of ``size`` bytes whose first byte sits at a multiple of
-    ``alignment`` in memory (what ``O_DIRECT`` asks of a buffer); an ordinary
-    ``bytearray`` underneath, freed with its last view."""
-    raw = bytearray(size + alignment)
-    skip = -ctypes.addressof(ctypes.c_char.from_buffer(raw)) % alignment
-    return memoryview(raw)[skip : skip + size]

@@ -20,10 +20,9 @@ import trio
 
 from .._concurrency import open_nursery
 from .._errors import StorageError
-from .._fileio import aligned_buffer
 from .._pipeline import Progress
 from .._storage.base import Declare, PositionalWriter, RangedSource
-from .._storage.directio import ALIGN
+from .._storage.directio import direct_buffer
 
 WRITE_CHUNK = 4 << 20  # bytes of a range written at a time (the last chunk may be less)
 
@@ -78,8 +77,9 @@ async def copy_in_place(
 
 
 class _Buffers:
-    """``count`` aligned buffers of ``size`` bytes, made as first needed; :meth:`take`
-    waits while all are out."""
+    """``count`` buffers of ``size`` bytes fit for direct writes, made as first needed
+    and dropped (their memory returned) with the copy; :meth:`take` waits while all
+    are out."""
 
     def __init__(self, count: int, size: int) -> None:
         self._size = size
@@ -89,7 +89,7 @@ class _Buffers:
 
     async def take(self) -> memoryview:
         buffer = await self._free.receive()
-        return aligned_buffer(self._size, ALIGN) if buffer is None else buffer
+        return direct_buffer(self._size) if buffer is None else buffer
 
     def give(self, buffer: memoryview) -> None:
         self._give.send_nowait(buffer)

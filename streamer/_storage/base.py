@@ -231,8 +231,8 @@ class PositionalWriter(Protocol):
 
     async def write_at(self, offset: int, data: memoryview) -> None:
         """Write ``data`` at ``offset`` of the staged file (concurrent calls allowed, for
-        distinct offsets). Chunks aligned as :func:`~streamer._fileio.aligned_buffer`
-        makes them may bypass the page cache."""
+        distinct offsets). Chunks of a :func:`~streamer._storage.directio.direct_buffer`
+        at aligned offsets may bypass the page cache."""
         ...
 
 

@@ -10,7 +10,7 @@ concurrent direct writes to one file do not contend for its inode lock the way
 buffered ones do.
 
 A chunk goes direct when its offset and length are multiples of :data:`ALIGN`
-and its buffer is aligned too (see :func:`~streamer._fileio.aligned_buffer`);
+and its buffer is aligned too (as a :func:`direct_buffer` is);
 anything else goes the buffered way, and so does everything on a filesystem
 that refuses ``O_DIRECT`` (tmpfs, some FUSE): the first refusal (``EINVAL``)
 turns direct writes off for the file. Durability is unchanged: ``fsync`` covers
@@ -22,12 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 
 from .._fileio import pwrite_all
 
 ALIGN = 4096  # the largest logical block size in common use; multiples suit smaller ones
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+def direct_buffer(size: int) -> memoryview:
+    """A writable buffer of ``size`` zero bytes fit for direct writes: an anonymous
+    mmap, so page-aligned, and returned to the system (not kept as free heap) once
+    its last view is dropped."""
+    return memoryview(mmap.mmap(-1, size))
 
 
 class DirectWrites:

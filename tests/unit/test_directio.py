@@ -13,21 +13,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from streamer._fileio import aligned_buffer
 from streamer._storage import Conflict, LocalStorage, directio
-from streamer._storage.directio import ALIGN, DirectWrites
+from streamer._storage.directio import ALIGN, DirectWrites, direct_buffer
 
 
-def _address(view: memoryview) -> int:
-    return ctypes.addressof(ctypes.c_char.from_buffer(view))
-
-
-@pytest.mark.parametrize("alignment", [512, 4096, 65536])
-def test_aligned_buffers_start_on_the_boundary(alignment: int) -> None:
+def test_direct_buffers_are_page_aligned() -> None:
     for size in (1, 4096, 100_000):
-        buffer = aligned_buffer(size, alignment)
-        assert len(buffer) == size and not buffer.readonly
-        assert _address(buffer) % alignment == 0
+        buffer = direct_buffer(size)
+        assert len(buffer) == size and not buffer.readonly and not any(buffer)
+        assert ctypes.addressof(ctypes.c_char.from_buffer(buffer)) % ALIGN == 0
 
 
 def _takes_direct(path: Path) -> bool:
@@ -51,7 +45,7 @@ def _direct_or_skip(path: Path) -> tuple[int, DirectWrites]:
 def test_only_aligned_chunks_go_direct(tmp_path: Path) -> None:
     fd, direct = _direct_or_skip(tmp_path / "f")
     try:
-        chunk = aligned_buffer(2 * ALIGN, ALIGN)
+        chunk = direct_buffer(2 * ALIGN)
         chunk[:] = os.urandom(len(chunk))
         assert direct.write(chunk, ALIGN)
         assert not direct.write(chunk, ALIGN + 1)  # offset off the boundary
@@ -76,11 +70,11 @@ def test_a_refusal_turns_direct_writes_off_and_other_errors_are_raised(
     monkeypatch.setattr(directio, "pwrite_all", fail)
     try:
         if code == errno.EINVAL:
-            assert not direct.write(aligned_buffer(ALIGN, ALIGN), 0)
+            assert not direct.write(direct_buffer(ALIGN), 0)
             assert not direct.enabled
         else:
             with pytest.raises(OSError, match="No space"):
-                direct.write(aligned_buffer(ALIGN, ALIGN), 0)
+                direct.write(direct_buffer(ALIGN), 0)
             assert direct.enabled
     finally:
         direct.close()
@@ -104,7 +98,7 @@ async def test_positional_writes_land_the_same_either_way(
 
     monkeypatch.setattr(DirectWrites, "write", spy)
     size = 10 * ALIGN + 123
-    source = aligned_buffer(size, ALIGN)
+    source = direct_buffer(size)
     source[:] = os.urandom(size)
     storage = LocalStorage("local", tmp_path)
     writer = await storage.open_writer("big.bin", conflict=Conflict.OVERWRITE, tag="t")

@@ -13,10 +13,10 @@ import trio
 
 from streamer._engine import inplace
 from streamer._engine.inplace import copy_in_place
-from streamer._fileio import aligned_buffer
 from streamer._pipeline import Progress
 from streamer._storage import Conflict, LocalStorage
 from streamer._storage.base import Landed, Pinned
+from streamer._storage.directio import direct_buffer
 
 
 class _Shuffled:
@@ -57,11 +57,11 @@ async def test_ranges_finishing_out_of_order_land_hashed_in_order(
 ) -> None:
     made = []
 
-    def counted(size: int, alignment: int) -> memoryview:
+    def counted(size: int) -> memoryview:
         made.append(size)
-        return aligned_buffer(size, alignment)
+        return direct_buffer(size)
 
-    monkeypatch.setattr(inplace, "aligned_buffer", counted)
+    monkeypatch.setattr(inplace, "direct_buffer", counted)
     monkeypatch.setattr(inplace, "WRITE_CHUNK", 4096)
     data = os.urandom(11 * _Shuffled.range_size + 777)
     source = _Shuffled(data, seed)
