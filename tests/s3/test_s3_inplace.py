@@ -1,4 +1,4 @@
-"""S3 → local by parallel ranges written in place, hashed by reading the file back."""
+"""S3 → local by parallel ranges written in place, each hashed in order from its buffer."""
 
 from __future__ import annotations
 
