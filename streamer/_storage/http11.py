@@ -46,8 +46,6 @@ import trio
 MAX_HEAD_BYTES = 64 * 1024  # a response head (status line and headers) longer is refused
 MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) longer is refused
 READ_BYTES = 1 << 20  # most bytes asked of the socket per receive (see _netio)
-
-T = TypeVar("T")
 JOIN_BODY = 256 * 1024  # a body up to this size goes out in the head's send
 
 _TOKEN_CHARS = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"  # a character class's contents
@@ -59,6 +57,8 @@ _FIELD_VALUE_BAD = re.compile(rb"[%s]" % _CONTROL_CHARS)
 # two per line (~18 lines from an S3 server; parse_head 11.7 -> 9 µs).
 _HEADER_LINES = re.compile(rb"(?:[%s]+:[^%s]*\r\n)*" % (_TOKEN_CHARS, _CONTROL_CHARS))
 _NO_BODY_STATUSES = frozenset({204, 304})
+
+T = TypeVar("T")
 
 
 class WireError(Exception):

@@ -20,6 +20,7 @@ from .background import BackgroundTasks
 from .base import Conflict, CopyResult, Declare, Entry, Landed, Pinned
 from .local import is_temp_name
 from .s3client import S3Client
+from .s3errors import SOURCE_CHANGED
 from .s3object import ObjectInfo, stream_range
 from .s3settings import S3Settings
 from .s3writer import MTIME_KEY, SHA256_KEY, S3Writer, parse_mtime, staging_key
@@ -166,11 +167,11 @@ class S3Storage:
         received into ``into`` (``SourceChanged`` once that version is gone)."""
 
         def buffer(length: int) -> memoryview:
-            if length != len(into):  # a server ignoring If-Match could get here
+            if length != len(into):  # not the size pinned (a server ignoring If-Match)
                 raise StorageError(
                     f"{path} changed while being copied (a range of {len(into)} bytes"
                     f" at {start} has {length})",
-                    code="SourceChanged",
+                    code=SOURCE_CHANGED,
                 )
             return into
 

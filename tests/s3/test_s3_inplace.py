@@ -113,3 +113,23 @@ async def test_the_copy_runner_fetches_big_objects_in_place(
     assert hashlib.sha256(landed).hexdigest() == hashlib.sha256(data).hexdigest()
     assert job.files[0].sha256 == hashlib.sha256(data).hexdigest()
     assert staging_files(tmp_path / "data") == []
+
+
+async def test_a_range_the_object_cannot_fill_is_a_changed_source(
+    storage: S3Storage, admin: Any, bucket: str
+) -> None:
+    """A range that comes back shorter than asked (the object is not the size it was
+    pinned at) fails rather than leaving the rest of its buffer to be hashed."""
+    data = os.urandom(PART)
+    admin.put_object(Bucket=bucket, Key="big.bin", Body=data)
+    pinned = await storage.pin("big.bin")
+    into = memoryview(bytearray(PART + 10))
+
+    async def landed(filled: int) -> None:
+        pass
+
+    with pytest.raises(StorageError, match="changed while being copied") as raised:
+        await storage.fetch_range(
+            "big.bin", start=0, version=pinned.version, into=into, landed=landed
+        )
+    assert raised.value.code == "SourceChanged"
