@@ -13,16 +13,18 @@ endpoint and keys. For each server the cases are: upload (local → S3) of one b
 object and of a tree (``--files`` x ``--file-kib`` KiB), and the downloads
 (S3 → local) of the same. Each tool is timed best-of-``--runs`` (3: on a shared
 2-core VM single runs swing by a third), in rounds that run every tool once, so a
-slow phase of the host slows them all alike; the destination
-deleted (and ``sync``-ed) before every run; streamer's time is from the POST to the
-SSE ``complete`` event of a real ``streamer serve`` process, through one HTTP client
-kept open across runs (as a panel keeps its connection: making an httpx client costs
-~25 ms here, which is the harness's, not streamer's). Prints MB/s (files/s
-for trees), streamer/fastest-peer ratio (> 1: streamer is faster), each peer's peak
-RSS and streamer's cumulative peak RSS (VmHWM). Peers' downloads end in the page
-cache (they do not fsync); streamer makes each file durable before its atomic
-rename, so downloads also print the fastest peer followed by ``sync`` (timed
-together) and streamer's ratio against that.
+slow phase of the host slows them all alike, and in an order that turns each
+round. Every run lands in a fresh prefix or directory, ``sync``-ed first
+(``Landing`` says why a deleted tree is not written over). streamer's time is
+from the POST to the SSE ``complete`` event of a real ``streamer serve`` process,
+through one HTTP client kept open across runs (as a panel keeps its connection:
+making an httpx client costs ~25 ms here, which is the harness's, not
+streamer's). Prints MB/s (files/s for trees), streamer/fastest-peer ratio (> 1:
+streamer is faster), each peer's peak RSS and streamer's cumulative peak RSS
+(VmHWM). Peers' downloads end in the page cache (they do not fsync); streamer
+makes each file durable before its atomic rename, so downloads also print the
+fastest peer followed by ``sync`` (timed together) and streamer's ratio against
+that.
 Target (issue 4): ≥ 1.0x the fastest peer, streamer RSS < 150 MB.
 """
 
@@ -49,7 +51,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks._common import MB, best_of, cpu_seconds, peak_rss_mb, random_file, sh, tree_bytes
+from benchmarks._common import MB, cpu_seconds, peak_rss_mb, random_file, sh, tree_bytes
 from tests.e2e.node import Node
 
 REGION = "us-east-1"
@@ -74,6 +76,23 @@ class Case:
     kind: str  # "file" | "directory"
     size: int
     files: int
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Where one run's copy lands: a fresh S3 prefix (uploads) or local directory (downloads).
+
+    Runs never land where an earlier run's tree was deleted. ext4 will not reuse an
+    inode freed in the last minute (five, while its table block is dirty): allocating
+    one scans past every such inode of the group (``recently_deleted`` in perf), so a
+    1,000-file tree deleted and written again costs its next writer up to twice the CPU
+    per file (rclone's side of a tree upload: 0.7 -> 1.2-1.5 ms per file), and most
+    to whoever writes last. So trees stay until the server's benchmark ends; big
+    objects (one inode each) are deleted before the next run, to bound the disk used.
+    """
+
+    prefix: str  # up/<direction>-<kind>-<run>
+    directory: Path  # <node data>/dst/<direction>-<kind>-<run>
 
 
 def tool(name: str) -> str | None:
@@ -225,20 +244,27 @@ def run_peer(argv: list[str], env: dict[str, str], log: Path) -> float:
     return usage.ru_maxrss * 1024 / MB
 
 
-def peer_run(argv: list[str], env: dict[str, str], log: Path, rss: list[float]) -> None:
-    """One timed peer run; keeps the highest peak RSS seen in ``rss[0]``."""
-    rss[0] = max(rss[0], run_peer(argv, env, log))
+def peer_run(
+    argv: Callable[[Landing], list[str]],
+    env: dict[str, str],
+    log: Path,
+    rss: list[float],
+    at: Landing,
+) -> None:
+    """One timed peer run landing at ``at``; keeps the highest peak RSS seen in ``rss[0]``."""
+    rss[0] = max(rss[0], run_peer(argv(at), env, log))
 
 
 def peer_commands(
-    endpoint: str, src: Path, dst: Path
-) -> dict[str, Callable[[Case], list[str]] | None]:
-    """Per peer: argv for a case (uploads go to ``up/``, downloads come from ``src/``)."""
+    endpoint: str, src: Path
+) -> dict[str, Callable[[Case, Landing], list[str]] | None]:
+    """Per peer: argv for a case landing at ``at`` (downloads come from ``src/``)."""
     aws, s5cmd = tool("aws"), tool("s5cmd")
-    up, down = f"s3://{BUCKET}/up", f"s3://{BUCKET}/src"
+    down = f"s3://{BUCKET}/src"
 
-    def aws_cp(case: Case) -> list[str]:
+    def aws_cp(case: Case, at: Landing) -> list[str]:
         assert aws is not None
+        up, dst = f"s3://{BUCKET}/{at.prefix}", at.directory
         base = [aws, "--endpoint-url", endpoint, "s3", "cp", "--only-show-errors"]
         if case.kind == "directory":
             base.append("--recursive")
@@ -250,8 +276,9 @@ def peer_commands(
         }
         return base + pairs[case.direction, case.kind]
 
-    def s5cmd_cp(case: Case) -> list[str]:
+    def s5cmd_cp(case: Case, at: Landing) -> list[str]:
         assert s5cmd is not None
+        up, dst = f"s3://{BUCKET}/{at.prefix}", at.directory
         base = [s5cmd, "--endpoint-url", endpoint, "--log", "error", "cp"]
         pairs = {
             ("up", "file"): [str(src / "big.bin"), f"{up}/big.bin"],
@@ -312,7 +339,7 @@ def bench_server(server: Server, home: Path, src: Path, args: argparse.Namespace
     shutil.copytree(src, node_src, copy_function=os.link)
     dst = node.data / "dst"
     env = peer_env(home)
-    peers = peer_commands(server.endpoint, node_src, dst)
+    peers = peer_commands(server.endpoint, node_src)
     log = home / "peers.log"
     node.start()
     assert node.proc is not None
@@ -344,52 +371,61 @@ def run_case(
     case: Case,
     node: Node,
     client: Any,
-    peers: dict[str, Callable[[Case], list[str]] | None],
+    peers: dict[str, Callable[[Case, Landing], list[str]] | None],
     env: dict[str, str],
     log: Path,
     dst: Path,
     runs: int,
 ) -> None:
     item = "big.bin" if case.kind == "file" else "tree"
+    landed: list[Landing] = []
 
-    def clean() -> None:
-        if case.direction == "up":
-            delete_prefix(client, "up/")
-        shutil.rmtree(dst, ignore_errors=True)
-        dst.mkdir(parents=True)
+    def next_landing() -> Landing:
+        """A fresh landing; the big object of the run before is deleted first."""
+        if case.kind == "file" and landed:
+            delete_prefix(client, f"{landed[-1].prefix}/")
+            shutil.rmtree(landed[-1].directory, ignore_errors=True)
+        name = f"{case.direction}-{case.kind}-{len(landed)}"
+        at = Landing(f"up/{name}", dst / name)
+        at.directory.mkdir(parents=True)
+        landed.append(at)
         sh("sync")
+        return at
 
-    def check() -> None:
+    def check(at: Landing) -> None:
         if case.direction == "up":
-            found = keys_under(client, f"up/{item}")
+            found = keys_under(client, f"{at.prefix}/{item}")
             count, size = len(found), sum(s for _, s in found)
             leftovers = pending_uploads(client)
             assert not leftovers, f"multipart uploads left: {leftovers}"
         else:
             if case.kind == "directory":
-                files = [p for p in (dst / item).rglob("*") if p.is_file()]
+                files = [p for p in (at.directory / item).rglob("*") if p.is_file()]
             else:
-                files = [dst / item]
+                files = [at.directory / item]
             count, size = len(files), sum(p.stat().st_size for p in files)
         assert (count, size) == (case.files, case.size), (case.title, count, size)
 
     local = {"type": "local", "locationId": "local-0"}
     remote = {"type": "s3", "locationId": BUCKET}
-    if case.direction == "up":
-        source, destination = {**local, "path": "/src"}, {**remote, "path": "up"}
-    else:
-        source, destination = {**remote, "path": "src"}, {**local, "path": "/dst"}
-    body = {
-        "source": source,
-        "destination": destination,
-        "items": [{"path": item, "type": case.kind}],
-        "conflictResolution": "overwrite",
-    }
+
+    def request(at: Landing) -> dict[str, Any]:
+        if case.direction == "up":
+            source, destination = {**local, "path": "/src"}, {**remote, "path": at.prefix}
+        else:
+            where = f"/{at.directory.relative_to(node.data).as_posix()}"
+            source, destination = {**remote, "path": "src"}, {**local, "path": where}
+        return {
+            "source": source,
+            "destination": destination,
+            "items": [{"path": item, "type": case.kind}],
+            "conflictResolution": "overwrite",
+        }
 
     http = node.client()  # kept open across runs, as an API client keeps its connection
 
-    def through_streamer() -> None:
-        response = http.post("/api/transfer", json=body)
+    def through_streamer(at: Landing) -> None:
+        response = http.post("/api/transfer", json=request(at))
         assert response.status_code == 200, response.text
         job_id = response.json()["jobId"]
         final = list(node.events(job_id, http))[-1]
@@ -401,8 +437,8 @@ def run_case(
     assert node.proc is not None
     pid = node.proc.pid
     rss = {name: [0.0] for name, command in peers.items() if command is not None}
-    contenders: dict[str, Callable[[], object]] = {
-        name: partial(peer_run, command(case), env, log, rss[name])
+    contenders: dict[str, Callable[[Landing], object]] = {
+        name: partial(peer_run, partial(command, case), env, log, rss[name])
         for name, command in peers.items()
         if command is not None
     }
@@ -417,26 +453,33 @@ def run_case(
         contenders[durable] = partial(_then_sync, contenders[name])
     cpu = [0.0]
 
-    def streamer_run() -> None:
+    def streamer_run(at: Landing) -> None:
         before = cpu_seconds(pid)
         try:
-            through_streamer()
+            through_streamer(at)
         finally:
             cpu[0] += cpu_seconds(pid) - before
 
     contenders["streamer"] = streamer_run
     # Rounds, each running every contender once: a slow phase of the host (they last
-    # tens of seconds here) then slows all of them, not whichever ran during it.
+    # tens of seconds here) then slows all of them, not whichever ran during it. The
+    # order turns each round, so no one always runs first or last.
     timings: dict[str, float] = {}
     failed: dict[str, str] = {}
+    names = list(contenders)
     try:
-        for _ in range(runs):
-            for name, action in contenders.items():
+        for round_ in range(runs):
+            turn = round_ % len(names)
+            for name in names[turn:] + names[:turn]:
                 if name in failed:
                     continue
                 try:
-                    timings[name] = min(timings.get(name, math.inf), best_of(1, action, clean))
-                    check()
+                    at = next_landing()
+                    started = time.perf_counter()
+                    contenders[name](at)
+                    elapsed = time.perf_counter() - started
+                    check(at)
+                    timings[name] = min(timings.get(name, math.inf), elapsed)
                 except (RuntimeError, AssertionError, httpx.HTTPError) as exc:
                     failed[name] = str(exc)
     finally:
@@ -462,8 +505,8 @@ def run_case(
     print(line("streamer", case, ours, extra), flush=True)
 
 
-def _then_sync(run: Callable[[], object]) -> None:
-    run()
+def _then_sync(run: Callable[[Landing], object], at: Landing) -> None:
+    run(at)
     sh("sync")
 
 
