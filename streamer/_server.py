@@ -29,6 +29,7 @@ from ._engine import Engine, Store
 from ._engine.copy import CopyRunner
 from ._engine.upload import UploadRunner
 from ._exchange.setup import build_exchange
+from ._memory import freeze_startup_heap
 from ._netio import tune_client_reads, tune_server_reads
 from ._node.service import NodeService
 from ._storage import LocalStorage
@@ -156,6 +157,7 @@ async def serve(config: Config) -> None:
                     )
                     for bind in binds:
                         print(f"streamer: listening on {bind}", file=sys.stderr, flush=True)
+                    log.debug("%d startup objects frozen", freeze_startup_heap())
                     sd_notify("READY=1")
                 # Hypercorn has drained in-flight requests; SSE streams ended on `closing`.
                 sd_notify("STOPPING=1")
