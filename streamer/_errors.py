@@ -101,6 +101,11 @@ class StorageError(StreamerError):
     code = "StorageError"
 
 
+#: The :class:`StorageError` code of a source that changed while being copied (its
+#: size, version or bytes no longer those planned), whatever the storage.
+SOURCE_CHANGED = "SourceChanged"
+
+
 class PathBlocked(StorageError):
     """Something at the destination is in the way: a file where a directory must
     go, a directory where a file must land, no free name left. The client's to

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import msgspec
 
 from .._concurrency import cleanup, for_each, open_nursery
-from .._errors import ChecksumMismatch, StorageError, StreamerError
+from .._errors import SOURCE_CHANGED, ChecksumMismatch, StorageError, StreamerError
 from .._pipeline import Progress, Sha256, pump
 from .._storage import (
     Conflict,
@@ -201,7 +201,7 @@ class CopyRunner:
                     raise StorageError(
                         f"{file.source} changed while being copied "
                         f"(size {file.size} → {progress.total})",
-                        code="SourceChanged",
+                        code=SOURCE_CHANGED,
                     )
                 _verify(file, sha256, declared)
                 final = await writer.commit(sha256=sha256, mtime_ns=file.mtime_ns)

@@ -19,7 +19,7 @@ import hashlib
 import trio
 
 from .._concurrency import open_nursery
-from .._errors import StorageError
+from .._errors import SOURCE_CHANGED, StorageError
 from .._pipeline import Progress
 from .._storage.base import Declare, PositionalWriter, RangedSource
 from .._storage.directio import direct_buffer
@@ -43,7 +43,7 @@ async def copy_in_place(
     if pinned.size != size:
         raise StorageError(
             f"{path} changed before being copied (size {size} → {pinned.size})",
-            code="SourceChanged",
+            code=SOURCE_CHANGED,
         )
     if pinned.sha256 is not None and declare is not None:
         declare(pinned.sha256)

@@ -19,7 +19,7 @@ import hashlib
 
 import trio
 
-from .._errors import StorageError
+from .._errors import SOURCE_CHANGED, StorageError
 from .._pipeline import Progress
 from .._storage.base import PartLender, PositionalFile, PositionalSource
 
@@ -48,7 +48,7 @@ async def copy_into_parts(
                 return digest.hexdigest()
         if await trio.to_thread.run_sync(file.readinto, size, memoryview(bytearray(1))):
             raise StorageError(
-                f"{path} changed while being copied (size {size} → more)", code="SourceChanged"
+                f"{path} changed while being copied (size {size} → more)", code=SOURCE_CHANGED
             )
     finally:
         file.close()

@@ -19,10 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from .._errors import SOURCE_CHANGED as SOURCE_CHANGED  # re-exported, as its callers raise it
 from .._errors import SourceNotFound, StorageError
 from .netguard import BlockedAddress
-
-SOURCE_CHANGED = "SourceChanged"
 
 _RETRYABLE_CODES = frozenset({"ConnectionError", "RequestTimeout", "IncompleteBody"})
 _NOT_FOUND_CODES = frozenset({"RepoNotFound", "RevisionNotFound", "EntryNotFound"})

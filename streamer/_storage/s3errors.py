@@ -7,9 +7,9 @@ from contextlib import contextmanager
 
 import httpx
 
+from .._errors import SOURCE_CHANGED as SOURCE_CHANGED  # re-exported, as its callers raise it
 from .._errors import SourceNotFound, StorageError
 
-SOURCE_CHANGED = "SourceChanged"
 PRECONDITION_FAILED = "PreconditionFailed"
 
 _RETRYABLE_CODES = frozenset(
