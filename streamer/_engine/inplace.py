@@ -1,4 +1,4 @@
-"""Copying a big file by parallel ranges written in place (S3 → local disk).
+"""Copying a big file by parallel ranges written in place (S3 or local → local disk).
 
 The source's ranges (``range_size`` bytes, ``ranges_in_flight`` at a time, all
 of one pinned version) are each received into a buffer of their own and

@@ -13,8 +13,8 @@ from io import FileIO
 import trio
 
 from .. import _paths
-from .._errors import InvalidPath, SourceNotFound
-from .base import Conflict, Entry
+from .._errors import SOURCE_CHANGED, InvalidPath, SourceNotFound, StorageError
+from .base import Conflict, Entry, Landed, Pinned
 from .batches import BatchedCalls
 from .groupcommit import GroupCommit
 from .localfs import is_temp_name, os_error, temp_name
@@ -23,6 +23,10 @@ from .localwriter import LocalWriter
 __all__ = ["LocalStorage", "LocalWriter", "is_temp_name", "temp_name"]
 
 _HASH_CHUNK = 1 << 20
+#: Big files are copied to local disk by ranges of this size, this many at a time
+#: (:class:`~streamer._storage.base.RangedSource`): 16 MiB of buffers per file.
+RANGE_SIZE = 4 << 20
+RANGES_IN_FLIGHT = 4
 
 
 class LocalStorage:
@@ -34,6 +38,8 @@ class LocalStorage:
     """
 
     kind = "local"
+    range_size = RANGE_SIZE
+    ranges_in_flight = RANGES_IN_FLIGHT
 
     def __init__(self, location_id: str, root: str | os.PathLike[str]) -> None:
         self.location_id = location_id
@@ -174,6 +180,45 @@ class LocalStorage:
             raise os_error(exc, path) from exc
         return LocalFile(f, path)
 
+    async def pin(self, path: str) -> Pinned:
+        """The regular file's size and version: its inode, size and mtime
+        (:class:`~streamer._storage.base.RangedSource`)."""
+
+        def look() -> os.stat_result:
+            with self._open_source(path) as f:
+                return os.fstat(f.fileno())
+
+        try:
+            st = await trio.to_thread.run_sync(look)
+        except OSError as exc:
+            raise os_error(exc, path) from exc
+        return Pinned(st.st_size, _version(st))
+
+    async def fetch_range(
+        self, path: str, *, start: int, version: str, into: memoryview, landed: Landed
+    ) -> None:
+        """Read bytes ``[start, start + len(into))`` of ``path`` into ``into`` in one thread
+        hop; ``SourceChanged`` unless the file is still ``version`` before and after the
+        read and holds them all."""
+
+        def read() -> None:
+            with self._open_source(path) as f:
+                fd = f.fileno()
+                _check_version(fd, version, path)
+                filled = 0
+                while filled < len(into):
+                    count = os.preadv(fd, [into[filled:]], start + filled)
+                    if not count:
+                        break
+                    filled += count
+                _check_version(fd, version, path)  # short only if it shrank: changed
+
+        try:
+            await trio.to_thread.run_sync(read)
+        except OSError as exc:
+            raise os_error(exc, path) from exc
+        await landed(len(into))
+
     async def file_sha256(self, path: str) -> str:
         """SHA-256 (hex) of the regular file at ``path``, hashed in a worker thread
         that stops within one chunk when the caller is cancelled (a big file takes
@@ -273,6 +318,16 @@ class LocalFile:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _version(st: os.stat_result) -> str:
+    """A tag that changes whenever the file at a path is replaced, resized or written."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _check_version(fd: int, version: str, path: str) -> None:
+    if _version(os.fstat(fd)) != version:
+        raise StorageError(f"{path} changed while being copied", code=SOURCE_CHANGED)
 
 
 def _open_regular(real: str) -> FileIO | None:

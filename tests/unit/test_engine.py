@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from streamer._engine import Engine, FileStatus, FileTask, Job, JobControl, JobStatus, Store
+from streamer._engine.copy import _by_size
 from streamer._engine.jobs import now_ms
 from streamer._errors import Conflict, NotFound, StorageError, StreamerError
 
@@ -208,3 +209,16 @@ async def test_watchers_are_woken_on_change(store: Store, autojump_clock: object
             seen.append(job.status)
         nursery.cancel_scope.cancel()
     assert seen[0] is JobStatus.IN_PROGRESS and seen[-1] is JobStatus.COMPLETED
+
+
+def test_files_are_copied_in_groups_by_size_each_with_its_own_concurrency() -> None:
+    sizes = [0, 4096, 64 << 10, (64 << 10) + 1, 1 << 20, (1 << 20) + 1, -1, (8 << 20) - 1]
+    sizes += [8 << 20, 1 << 30]
+    files = [FileTask(i, f"f{i}", f"out/f{i}", size) for i, size in enumerate(sizes)]
+    groups = [([f.size for f in group], in_flight) for group, in_flight in _by_size(files)]
+    assert groups == [
+        ([0, 4096, 64 << 10], 64),  # read whole, tiny: many at once
+        ([(64 << 10) + 1, 1 << 20], 16),  # read whole, up to 1 MiB each
+        ([(1 << 20) + 1, -1, (8 << 20) - 1], 8),  # unknown size: as a small file
+        ([8 << 20, 1 << 30], 1),
+    ]

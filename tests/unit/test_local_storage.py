@@ -188,3 +188,64 @@ async def test_a_failed_write_of_held_bytes_leaves_no_temp(
     assert raised.value.code == "ENOSPC"
     await writer.abort()
     assert os.listdir(storage.root) == []
+
+
+async def test_ranges_of_the_pinned_version_come_whole(storage: LocalStorage) -> None:
+    data = os.urandom(3 * 4096 + 5)
+    (Path(storage.root) / "big.bin").write_bytes(data)
+    pinned = await storage.pin("big.bin")
+    assert (pinned.size, pinned.sha256) == (len(data), None)
+    into = memoryview(bytearray(4096 + 5))
+    landed: list[int] = []
+
+    async def land(count: int) -> None:
+        landed.append(count)
+
+    await storage.fetch_range(
+        "big.bin", start=2 * 4096, version=pinned.version, into=into, landed=land
+    )
+    assert bytes(into) == data[2 * 4096 :]
+    assert landed == [len(into)]  # told once, when every byte is in
+
+
+def _change(path: Path, how: str) -> None:
+    if how == "rewritten":  # same size, new bytes: the mtime tells
+        with open(path, "r+b") as f:
+            f.write(b"b")
+        os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 1))
+    elif how == "grown":
+        with open(path, "ab") as f:
+            f.write(b"more")
+    else:  # a copy renamed over it, mtime and all: another inode
+        new = path.with_name("new.bin")
+        new.write_bytes(path.read_bytes())
+        os.utime(new, ns=(0, os.stat(path).st_mtime_ns))
+        os.replace(new, path)
+
+
+@pytest.mark.parametrize("how", ["rewritten", "grown", "replaced"])
+async def test_a_file_changed_since_pinned_is_a_changed_source(
+    storage: LocalStorage, how: str
+) -> None:
+    path = Path(storage.root) / "big.bin"
+    path.write_bytes(b"a" * 8192)
+    pinned = await storage.pin("big.bin")
+    _change(path, how)
+
+    async def land(count: int) -> None:
+        raise AssertionError("nothing lands from a changed file")
+
+    into = memoryview(bytearray(4096))
+    with pytest.raises(StorageError) as caught:
+        await storage.fetch_range(
+            "big.bin", start=0, version=pinned.version, into=into, landed=land
+        )
+    assert caught.value.code == "SourceChanged"
+
+
+async def test_pinning_needs_a_regular_file(storage: LocalStorage) -> None:
+    (Path(storage.root) / "dir").mkdir()
+    with pytest.raises(SourceNotFound):
+        await storage.pin("dir")
+    with pytest.raises(SourceNotFound):
+        await storage.pin("missing.bin")
