@@ -169,8 +169,8 @@ async def serve(config: Config) -> None:
 
 @asynccontextmanager
 async def _s3_client(config: Config) -> AsyncIterator[S3Client | None]:
-    """The daemon's S3 client for its whole life, when S3 is configured (botocore, for
-    the signer, is only imported then: it costs ~15 MB of RSS)."""
+    """The daemon's S3 client for its whole life, when S3 is configured (its signer,
+    the AWS CRT, is only imported then: ~10 MB of RSS)."""
     if config.s3 is None:
         yield None
         return

@@ -1,10 +1,9 @@
 """A small S3 client: SigV4-signed requests, retries, the operations streamer uses.
 
-Requests are signed by botocore's :class:`~botocore.auth.S3SigV4Auth` (no
-hand-rolled crypto; :mod:`.s3signer` runs it over a lighter request) with the
-SHA-256 of the payload, which every request has because bodies are always in
-memory (a part at most): S3 rejects a body that does not hash to the signed
-value, so uploads are integrity-checked on the wire.
+Requests are signed by the AWS Common Runtime's SigV4 (no hand-rolled crypto;
+:mod:`.s3signer`) with the SHA-256 of the payload, which every request has
+because bodies are always in memory (a part at most): S3 rejects a body that
+does not hash to the signed value, so uploads are integrity-checked on the wire.
 With ``sign_payload`` off, object and part bodies are sent as
 ``UNSIGNED-PAYLOAD`` instead (what the AWS CLI does over HTTPS): one SHA-256
 pass less per byte uploaded, the wire left to TCP's and TLS's checks.

@@ -18,11 +18,9 @@ MAX_COPY_OBJECT = 5 * GiB  # S3's limit for a single CopyObject
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """The keys S3 requests are signed with: the three attributes botocore's SigV4
-    signer reads. Not ``botocore.credentials.Credentials``: that module (credential
-    providers, config loading) costs the daemon ~1.3 MB resident for a holder of
-    three strings; streamer resolves its keys itself (:meth:`S3Settings.credentials`).
-    """
+    """The keys S3 requests are signed with (:mod:`.s3signer`); streamer resolves
+    them itself (:meth:`S3Settings.credentials`), from its config or the standard
+    AWS environment variables."""
 
     access_key: str
     secret_key: str = field(repr=False)

@@ -10,15 +10,15 @@ from .node import Node, tree
 
 #: Packages and modules the daemon must not load to serve local and S3 transfers:
 #: the client's display (rich, pygments under it: httpx's CLI would bring both),
-#: the client commands, cryptography (exchange encryption, pyjwt tokens), botocore's
-#: credential providers (streamer resolves its keys itself) and the test tools that
+#: the client commands, cryptography (exchange encryption, pyjwt tokens), botocore
+#: (the AWS CRT signs; botocore is the tests' reference) and the test tools that
 #: share the venv.
 NOT_LOADED = (
     "rich",
     "pygments",
     "cryptography",
     "jwt",
-    "botocore.credentials",
+    "botocore",
     "boto3",
     "moto",
     "streamer.client",
@@ -53,6 +53,6 @@ def test_serve_with_s3_keeps_heavy_modules_out(tmp_path: Path) -> None:
             assert client.get("/metrics").status_code == 200
     modules = imported(node.log())
     # The log holds the daemon's imports, S3 signing included.
-    assert {"streamer._server", "streamer._engine.copy", "botocore.auth"} <= modules
+    assert {"streamer._server", "streamer._engine.copy", "awscrt.auth"} <= modules
     loaded = sorted(m for m in modules if any(is_under(m, p) for p in NOT_LOADED))
     assert not loaded, f"streamer serve imported {loaded}"

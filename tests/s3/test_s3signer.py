@@ -1,9 +1,9 @@
-"""s3signer.Signer signs exactly as botocore's stock S3SigV4Auth over an AWSRequest:
-same requests, same moments (across a change of day: the cached key follows it)."""
+"""s3signer.Signer (the AWS CRT's SigV4) signs exactly as botocore's stock S3SigV4Auth
+over an AWSRequest: same requests, same moments, the same headers signed and sent."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import botocore.auth  # type: ignore[import-untyped]
 import pytest
@@ -51,12 +51,29 @@ def test_signatures_are_botocores(monkeypatch: pytest.MonkeyPatch, token: str | 
         monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda m=moment: m)
         for method, url, headers, payload in REQUESTS:
             host = url.split("/")[2]
-            signed = ours.sign(method, url, {**headers, "Host": host}, payload)
+            signed = ours.sign(
+                method, url, {**headers, "Host": host}, payload, date=moment.replace(tzinfo=UTC)
+            )
             again = AWSRequest(method=method, url=url, headers={**headers, "Host": host})
             again.context["payload"] = payload
             stock.add_auth(again)
-            assert signed == dict(again.headers.items()), (method, url, moment)
+            assert _lower(signed) == _lower(dict(again.headers.items())), (method, url, moment)
             assert ("X-Amz-Security-Token" in signed) is (token is not None)
+
+
+def _lower(headers: dict[str, str]) -> dict[str, str]:
+    """Headers as HTTP reads them (RFC 9110 §5): names case-insensitive, values without
+    the whitespace around them. botocore and the CRT spell some names differently, and
+    the CRT sends values trimmed (both sign them trimmed)."""
+    return {name.lower(): value.strip(" \t") for name, value in headers.items()}
+
+
+def test_a_request_signs_as_of_now_by_default() -> None:
+    signer = Signer(Credentials("AKIDEXAMPLE", "secret", None), "us-east-1")
+    before = datetime.now(UTC).replace(microsecond=0)
+    signed = signer.sign("GET", "http://s3.test/b/k", {"Host": "s3.test"}, EMPTY)
+    at = datetime.strptime(signed["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    assert before <= at <= datetime.now(UTC)
 
 
 def test_what_is_not_signed_is_still_sent() -> None:
