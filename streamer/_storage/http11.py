@@ -23,6 +23,12 @@ module speaks exactly that, strictly, in a few calls per request:
   read-until-close) closes it.
 - If sending fails because the server answered early and closed (an error
   before a big body was taken), the response it sent is still returned.
+- On a plain socket, a send is first tried as one non-blocking ``write``, and
+  only what the kernel did not take goes through trio's ``send_all`` under the
+  write timeout; the answer's first bytes are awaited (``wait_readable``) before
+  they are read, instead of a ``recv`` that finds nothing yet. A small GET then
+  costs one cancel scope instead of two and one system call less
+  (``benchmarks.s3_layers``: 102-109 -> 84-90 µs of client CPU per pooled GET).
 
 Errors are all :class:`WireError`: :class:`ProtocolError` (the server broke HTTP/1.1),
 :class:`RequestError` (the request cannot be framed), :class:`Disconnected`
@@ -33,6 +39,7 @@ read and a write timeout per request, applied to each receive and each send.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -285,6 +292,20 @@ class Connection:
             await self._send(pending)
 
     async def _send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` whole (see the module docstring: a plain socket is written
+        first without waiting; a send is a checkpoint only when it has to wait, and
+        the response read that follows it always is one)."""
+        if self._socket is not None:
+            try:
+                sent = os.write(self._socket.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._keep_alive = False
+                raise Disconnected("write", exc) from exc
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
         with trio.move_on_after(forever(self._write_timeout)) as scope:
             try:
                 await self._stream.send_all(data)
@@ -298,6 +319,22 @@ class Connection:
     async def _receive(self) -> bytes:
         # trio's streams return bytes (the bytearray in their type is for others)
         return cast(bytes, await self._reading(partial(self._stream.receive_some, READ_BYTES)))
+
+    async def _receive_answer(self) -> bytes:
+        """The first bytes of a response, just after its request was sent: on a plain
+        socket, waited for before they are read (they cannot have come yet)."""
+        if self._socket is None:
+            return await self._receive()
+        return await self._reading(self._wait_then_read)
+
+    async def _wait_then_read(self) -> bytes:
+        assert self._socket is not None
+        while True:
+            await trio.lowlevel.wait_readable(self._socket)
+            try:
+                return os.read(self._socket.fileno(), READ_BYTES)
+            except BlockingIOError:
+                continue
 
     async def _reading(self, receive: Callable[[], Awaitable[T]]) -> T:
         """``receive()`` under the read timeout, its failures as :class:`WireError`."""
@@ -333,8 +370,9 @@ class Connection:
         while (end := self._buffer.find(b"\r\n\r\n", searched)) < 0:
             if len(self._buffer) > MAX_HEAD_BYTES:
                 raise ProtocolError(f"response head over {MAX_HEAD_BYTES} bytes")
+            first = not self._buffer
             searched = max(0, len(self._buffer) - 3)
-            data = await self._receive()
+            data = await (self._receive_answer() if first else self._receive())
             if not data:
                 self._keep_alive = False
                 if self._buffer:

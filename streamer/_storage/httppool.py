@@ -22,8 +22,6 @@ sending and while the body is read.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from types import TracebackType
 from typing import Self
@@ -51,12 +49,26 @@ def _httpx_error(exc: http11.WireError) -> httpx.TransportError:
     return httpx.RemoteProtocolError(str(exc))
 
 
-@contextmanager
-def _as_httpx_errors() -> Iterator[None]:
-    try:
-        yield
-    except http11.WireError as exc:
-        raise _httpx_error(exc) from exc
+class _AsHttpxErrors:
+    """``with _AS_HTTPX_ERRORS:`` raises :mod:`.http11`'s failures as httpx's. A class,
+    not a ``@contextmanager`` generator: it is entered for every body read."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, http11.WireError):
+            raise _httpx_error(exc) from exc
+
+
+_AS_HTTPX_ERRORS = _AsHttpxErrors()
 
 
 def _header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -169,11 +181,11 @@ class PooledTransport:
             raise
 
         async def next_piece() -> bytes:
-            with _as_httpx_errors():
+            with _AS_HTTPX_ERRORS:
                 return await connection.next_piece()
 
         async def receive_into(buffer: memoryview) -> int | None:
-            with _as_httpx_errors():
+            with _AS_HTTPX_ERRORS:
                 return await connection.receive_into(buffer)
 
         return Response(

@@ -165,7 +165,7 @@ class S3Client(MultipartOps):
             body,
             self._timeouts,
         )
-        with transport_errors(req.describe()):
+        with transport_errors(req.describe):
             return await self._http.exchange(exchange)
 
     async def _read_body(self, response: Response, req: Request) -> bytes:
@@ -184,7 +184,7 @@ class S3Client(MultipartOps):
             raise too_large()
         chunks: list[bytes] = []
         size = 0
-        with transport_errors(req.describe()):
+        with transport_errors(req.describe):
             async for chunk in response:
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:

@@ -210,7 +210,7 @@ class _RangeReader:
             if self._buffer is None:
                 self._buffer = self._into(stop - self._start)
             buffer = self._buffer[: stop - self._start]
-            with transport_errors(self._describe()):
+            with transport_errors(self._describe):
                 while self.received < len(buffer):
                     count = await response.read_into(buffer[self.received :])
                     if not count:

@@ -245,6 +245,60 @@ async def test_an_early_answer_to_a_big_body_is_returned() -> None:
     await connection.aclose()
 
 
+@asynccontextmanager
+async def _socket_pair() -> AsyncIterator[tuple[http11.Connection, trio.SocketStream]]:
+    """A connection over a real socket pair: the paths that write and read the
+    socket directly (not through trio's stream) run."""
+    client_sock, server_sock = trio.socket.socketpair()
+    connection = http11.Connection(trio.SocketStream(client_sock), keepalive_expiry=5)
+    server = trio.SocketStream(server_sock)
+    try:
+        yield connection, server
+    finally:
+        await connection.aclose()
+        await server.aclose()
+
+
+async def test_a_body_bigger_than_the_socket_buffer_arrives_whole_over_a_socket() -> None:
+    """A send the kernel takes only in part goes on where it stopped."""
+    async with _socket_pair() as (connection, server):
+        await _send_a_big_body(connection, server)
+
+
+async def _send_a_big_body(connection: http11.Connection, server: trio.SocketStream) -> None:
+    body = bytes(range(256)) * (32 << 12)  # 8 MiB, far beyond a socket buffer
+    received = bytearray()
+
+    async def answer() -> None:
+        while not received.endswith(body[-1024:]) or len(received) < len(body):
+            # small reads, a scheduling turn apart: the client's writes stay partial
+            received.extend(await server.receive_some(1 << 16))
+            await trio.lowlevel.checkpoint()
+        await server.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer)
+        head = await connection.request(
+            b"PUT", b"/k", [], SlicedBody(body), len(body), read_timeout=5, write_timeout=5
+        )
+    assert head.status == 200 and await connection.next_piece() == b"ok"
+    assert bytes(received[received.index(b"\r\n\r\n") + 4 :]) == body
+    assert connection.reusable
+
+
+async def test_socket_answers_timeouts_and_disconnects() -> None:
+    async with _socket_pair() as (connection, server):
+        await server.send_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+        assert (await connection.request(*GET, read_timeout=5, write_timeout=5)).status == 204
+        with pytest.raises(http11.Timeout, match="read"):
+            await connection.request(*GET, read_timeout=0.05, write_timeout=1)
+    async with _socket_pair() as (connection, server):
+        await server.aclose()
+        with pytest.raises((http11.ProtocolError, http11.Disconnected)):
+            await connection.request(*GET, read_timeout=5, write_timeout=5)
+        assert not connection.reusable
+
+
 async def test_read_timeout() -> None:
     connection, _ = _pair()
     with pytest.raises(http11.Timeout) as caught:
