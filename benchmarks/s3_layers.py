@@ -68,9 +68,7 @@ def signed_gets(server: Server, keys: list[str]) -> list[Get]:
     gets = []
     for key in keys:
         target = f"/{BUCKET}/{key}"
-        headers = signer.sign(
-            "GET", f"{server.endpoint}{target}", {**RANGE, "Host": netloc}, "UNSIGNED-PAYLOAD"
-        )
+        headers = signer.sign("GET", target, {**RANGE, "Host": netloc}, "UNSIGNED-PAYLOAD")
         headers |= {"Accept-Encoding": "identity", "User-Agent": "streamer-bench"}
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         gets.append(Get(key, target, headers, f"GET {target} HTTP/1.1\r\n{lines}\r\n".encode()))

@@ -42,6 +42,10 @@ class Exchange:
     timeouts: Mapping[str, float | None]
 
 
+Close = Callable[[], Awaitable[None] | None]
+"""Ends a response: hands its connection back at once, returning what is left to
+await (closing connections), if anything."""
+
 ReceiveInto = Callable[[memoryview], Awaitable[int | None]]
 """Body bytes straight into a buffer: how many (0 at the end), or ``None`` when
 the transport cannot right now (then the next piece is read the usual way)."""
@@ -53,7 +57,9 @@ class Response:
 
     ``headers`` maps lower-case names to values (repeated headers joined by
     ``", "``). Closing hands the connection back (kept alive only if the body
-    was read to its end); it is shielded, so a cancelled caller never leaks it.
+    was read to its end); what closing has to await is shielded, so a cancelled
+    caller never leaks a connection, and parking a connection awaits nothing (a
+    shielded scope per small GET cost ~5% of its client CPU).
     """
 
     __slots__ = ("_close", "_closed", "_left", "_next", "_receive_into", "headers", "status")
@@ -63,7 +69,7 @@ class Response:
         status: int,
         headers: dict[str, str],
         next_piece: Callable[[], Awaitable[bytes]],
-        close: Callable[[], Awaitable[None]],
+        close: Close,
         receive_into: ReceiveInto | None = None,
     ) -> None:
         self.status = status
@@ -107,8 +113,10 @@ class Response:
         if self._closed:
             return
         self._closed = True
-        with trio.CancelScope(shield=True):
-            await self._close()
+        pending = self._close()
+        if pending is not None:
+            with trio.CancelScope(shield=True):
+                await pending
 
 
 class Transport(Protocol):

@@ -22,6 +22,7 @@ sending and while the body is read.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable
 from functools import partial
 from types import TracebackType
 from typing import Self
@@ -134,16 +135,21 @@ class PooledTransport:
             stream = tls
         return http11.Connection(stream, keepalive_expiry=self._keepalive_expiry)
 
-    async def _release(self, connection: http11.Connection, key: _Key) -> None:
-        """A request on ``connection`` ended: keep it for the next if it is reusable."""
+    def _release(self, connection: http11.Connection, key: _Key) -> Awaitable[None] | None:
+        """A request on ``connection`` ended: park it for the next if it is reusable,
+        else close it; what is left to await (closing connections), if anything."""
+        if not connection.reusable:
+            return self._close_then_free(connection)
+        connection.release()
+        stack = self._idle.setdefault(key, [])
+        stack.append(connection)
+        self._slots.release()
+        expired = _oldest_expired(stack)
+        return _close_all(expired) if expired else None
+
+    async def _close_then_free(self, connection: http11.Connection) -> None:
         try:
-            if connection.reusable:
-                connection.release()
-                stack = self._idle.setdefault(key, [])
-                stack.append(connection)
-                await _close_oldest_expired(stack)
-            else:
-                await connection.aclose()
+            await connection.aclose()
         finally:
             self._slots.release()
 
@@ -175,7 +181,7 @@ class PooledTransport:
                 write_timeout=timeouts.get("write"),
             )
         except BaseException as exc:
-            await self._release(connection, key)  # closes it: its exchange did not finish
+            await self._close_then_free(connection)  # its exchange did not finish
             if isinstance(exc, http11.WireError):
                 raise _httpx_error(exc) from exc
             raise
@@ -215,11 +221,18 @@ class PooledTransport:
                 await connection.aclose()
 
 
-async def _close_oldest_expired(stack: list[http11.Connection]) -> None:
-    """Close the least recently used idle connections of ``stack`` (its bottom) while
-    they are idle past their expiry, keeping the newest: after a burst, the connections
+def _oldest_expired(stack: list[http11.Connection]) -> list[http11.Connection]:
+    """The least recently used idle connections of ``stack`` (its bottom) idle past
+    their expiry, taken off it, the newest always kept: after a burst, the connections
     it opened close as they expire even when later requests only ever reuse the top one.
     One clock read per release in the steady state; whether the server closed one is
     asked (a ``poll``) only when it is taken for a request."""
+    expired = []
     while len(stack) > 1 and stack[0].idle_expired():
-        await stack.pop(0).aclose()
+        expired.append(stack.pop(0))
+    return expired
+
+
+async def _close_all(connections: list[http11.Connection]) -> None:
+    for connection in connections:
+        await connection.aclose()

@@ -146,7 +146,7 @@ class S3Client(MultipartOps):
         host, netloc, target = self._locate(req.bucket, req.key, req.query)
         url = f"{self._endpoint.scheme}://{netloc}{target}"
         headers = self._signer.sign(
-            req.method, url, {**req.headers, "Host": netloc}, req.payload_sha256
+            req.method, target, {**req.headers, "Host": netloc}, req.payload_sha256
         )
         headers["Accept-Encoding"] = "identity"  # bytes exactly as stored
         headers["User-Agent"] = USER_AGENT

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
-from urllib.parse import urlsplit
 
 from awscrt import auth, http  # type: ignore[import-untyped]
 
@@ -71,13 +70,14 @@ class Signer:
     def sign(
         self,
         method: str,
-        url: str,
+        target: str,
         headers: Mapping[str, str],
         payload_sha256: str,
         *,
         date: datetime | None = None,
     ) -> dict[str, str]:
-        """``headers`` (which must name the ``Host`` as sent) with the signature's
+        """``headers`` of a request for ``target`` (its path and query, percent-encoded,
+        as on the request line; they must name the ``Host`` as sent) with the signature's
         headers added (``Authorization``, ``X-Amz-Date``, ``x-amz-content-sha256``,
         and ``X-Amz-Security-Token`` with a session token); ``payload_sha256`` is
         what the body is signed as (its SHA-256, or ``UNSIGNED-PAYLOAD``). ``date``
@@ -85,9 +85,7 @@ class Signer:
         if not any(name.lower() == "host" for name in headers):
             raise ValueError("a request to sign names its Host")
         signed = [(n, v) for n, v in headers.items() if n.lower() not in UNSIGNED_HEADERS]
-        parts = urlsplit(url)
-        target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
-        request = http.HttpRequest(method, target, http.HttpHeaders(signed))
+        request = http.HttpRequest(method, target or "/", http.HttpHeaders(signed))
         auth.aws_sign_request(request, self._config_for(payload_sha256, date)).result()
         out = {n: v for n, v in headers.items() if n.lower() in UNSIGNED_HEADERS}
         out.update(request.headers)
