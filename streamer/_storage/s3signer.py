@@ -14,8 +14,7 @@ tests compare the signatures with stock botocore's for the same requests.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
-from functools import lru_cache
+from datetime import UTC, datetime
 
 from awscrt import auth, http  # type: ignore[import-untyped]
 
@@ -43,6 +42,11 @@ UNSIGNED_HEADERS = frozenset(
 )
 
 
+def utc_now() -> datetime:
+    """The moment a request signed without a ``date`` is signed as."""
+    return datetime.now(UTC)
+
+
 class Signer:
     """S3 SigV4 for one set of credentials and region; see the module doc."""
 
@@ -50,22 +54,16 @@ class Signer:
         provider = auth.AwsCredentialsProvider.new_static(
             credentials.access_key, credentials.secret_key, credentials.token
         )
-        self._config = auth.AwsSigningConfig(
-            algorithm=auth.AwsSigningAlgorithm.V4,
-            signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
-            credentials_provider=provider,
-            region=region,
-            service="s3",
-            signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
-            use_double_uri_encode=False,  # S3's paths are encoded once
-            should_normalize_uri_path=False,
-        )
-        # Most requests sign one of a few payload values (empty, UNSIGNED-PAYLOAD):
-        # a config per value is made once (``replace`` costs half a signature).
-        self._config_for = lru_cache(maxsize=8)(self._make_config)
-
-    def _make_config(self, payload_sha256: str, date: datetime | None) -> auth.AwsSigningConfig:
-        return self._config.replace(signed_body_value=payload_sha256, date=date)
+        self._settings = {
+            "algorithm": auth.AwsSigningAlgorithm.V4,
+            "signature_type": auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
+            "credentials_provider": provider,
+            "region": region,
+            "service": "s3",
+            "signed_body_header_type": auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
+            "use_double_uri_encode": False,  # S3's paths are encoded once
+            "should_normalize_uri_path": False,
+        }
 
     def sign(
         self,
@@ -86,7 +84,13 @@ class Signer:
             raise ValueError("a request to sign names its Host")
         signed = [(n, v) for n, v in headers.items() if n.lower() not in UNSIGNED_HEADERS]
         request = http.HttpRequest(method, target or "/", http.HttpHeaders(signed))
-        auth.aws_sign_request(request, self._config_for(payload_sha256, date)).result()
+        # A config holds the moment it signs as (made without one, the moment it is
+        # made): one per request, made from keywords (``replace`` reads every field
+        # back from C first: 7 µs against 2.6).
+        config = auth.AwsSigningConfig(
+            **self._settings, signed_body_value=payload_sha256, date=date or utc_now()
+        )
+        auth.aws_sign_request(request, config).result()
         out = {n: v for n, v in headers.items() if n.lower() in UNSIGNED_HEADERS}
         out.update(request.headers)
         return out

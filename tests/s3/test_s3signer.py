@@ -11,6 +11,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 from botocore.credentials import Credentials as BotocoreCredentials  # type: ignore[import-untyped]
 
+from streamer._storage import s3signer
 from streamer._storage.s3settings import Credentials
 from streamer._storage.s3signer import Signer
 
@@ -78,6 +79,18 @@ def test_a_request_signs_as_of_now_by_default() -> None:
     signed = signer.sign("GET", "/b/k", {"Host": "s3.test"}, EMPTY)
     at = datetime.strptime(signed["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     assert before <= at <= datetime.now(UTC)
+
+
+def test_each_request_signs_as_of_its_own_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-running daemon's signer must not keep signing as of its first request
+    (S3 refuses a signature 15 minutes off: RequestTimeTooSkewed)."""
+    signer = Signer(Credentials("AKIDEXAMPLE", "secret", None), "us-east-1")
+    dates = []
+    for moment in MOMENTS:
+        monkeypatch.setattr(s3signer, "utc_now", lambda m=moment: m.replace(tzinfo=UTC))
+        signed = signer.sign("GET", "/b/k", {"Host": "s3.test"}, EMPTY)
+        dates.append(signed["X-Amz-Date"])
+    assert dates == ["20261201T235959Z", "20261202T000001Z"]
 
 
 def test_what_is_not_signed_is_still_sent() -> None:
