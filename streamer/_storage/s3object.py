@@ -34,27 +34,34 @@ class ObjectInfo:
     """What a HEAD or GET says about one version of an object.
 
     ``metadata`` holds the ``x-amz-meta-*`` headers, lower-cased, without prefix.
+    ``last_modified`` is the ``Last-Modified`` header as sent (``""``: none), parsed
+    only when asked for (:attr:`last_modified_ns`): a copy never needs it, and
+    parsing it cost ~2 µs of every small GET.
     """
 
     size: int
     etag: str
-    last_modified_ns: int | None
+    last_modified: str
     metadata: Mapping[str, str]
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], size: int) -> ObjectInfo:
         """From response headers (names lower-case)."""
-        modified = headers.get("last-modified")
         return cls(
             size=size,
             etag=str(headers.get("etag", "")),
-            last_modified_ns=_http_date_ns(modified) if modified else None,
+            last_modified=headers.get("last-modified", ""),
             metadata={
                 name[len(_META_PREFIX) :]: value
                 for name, value in headers.items()
                 if name.startswith(_META_PREFIX)
             },
         )
+
+    @property
+    def last_modified_ns(self) -> int | None:
+        """``Last-Modified`` in nanoseconds since the epoch (``None``: absent or not a date)."""
+        return _http_date_ns(self.last_modified) if self.last_modified else None
 
 
 def _http_date_ns(value: str) -> int | None:
