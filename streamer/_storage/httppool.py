@@ -30,6 +30,7 @@ from typing import Self
 import httpx
 import trio
 
+from .._errors import Translated
 from . import http11
 from .httpexchange import Exchange, Response
 from .s3body import SlicedBody
@@ -39,7 +40,7 @@ KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default)
 _Key = tuple[str, str, int]  # scheme, host, port
 
 
-def _httpx_error(exc: http11.WireError) -> httpx.TransportError:
+def _httpx_error(exc: BaseException) -> httpx.TransportError:
     """The httpx exception for one of :mod:`.http11`'s failures."""
     if isinstance(exc, http11.Timeout):
         return (httpx.ReadTimeout if exc.phase == "read" else httpx.WriteTimeout)(str(exc))
@@ -50,26 +51,8 @@ def _httpx_error(exc: http11.WireError) -> httpx.TransportError:
     return httpx.RemoteProtocolError(str(exc))
 
 
-class _AsHttpxErrors:
-    """``with _AS_HTTPX_ERRORS:`` raises :mod:`.http11`'s failures as httpx's. A class,
-    not a ``@contextmanager`` generator: it is entered for every body read."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, http11.WireError):
-            raise _httpx_error(exc) from exc
-
-
-_AS_HTTPX_ERRORS = _AsHttpxErrors()
+#: ``with _AS_HTTPX_ERRORS:`` raises :mod:`.http11`'s failures as httpx's.
+_AS_HTTPX_ERRORS = Translated(http11.WireError, _httpx_error)
 
 
 def _header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
