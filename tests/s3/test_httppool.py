@@ -152,6 +152,43 @@ async def test_connect_errors_are_httpx_errors() -> None:
             await _get(transport, _request(port, "/"), wait=0.5)
 
 
+@pytest.mark.parametrize(("host", "resolved"), [("127.0.0.1", 0), ("localhost", 1)])
+async def test_an_address_is_connected_to_directly_and_a_name_is_resolved(
+    server: _Counting, monkeypatch: pytest.MonkeyPatch, host: str, resolved: int
+) -> None:
+    opened = []
+    resolving = trio.open_tcp_stream
+
+    async def counted(host: str, port: int) -> trio.SocketStream:
+        opened.append(host)
+        return await resolving(host, port)
+
+    monkeypatch.setattr(trio, "open_tcp_stream", counted)
+    request = replace(_get_of(server, "/n"), host=host)
+    async with PooledTransport(max_connections=1) as transport:
+        assert await _get(transport, request) == b"/n" * 100
+    assert len(opened) == resolved
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_an_ipv6_address_is_connected_to_directly() -> None:
+    v6 = type("Srv6", (_Counting,), {"address_family": socket.AF_INET6})
+    with serving(v6(("::1", 0), _Handler)) as srv:
+        port = srv.server_address[1]
+        request = replace(_request(port, "/six"), host="::1", url=f"http://[::1]:{port}/six")
+        async with PooledTransport(max_connections=1) as transport:
+            assert await _get(transport, request) == b"/six" * 100
+
+
 async def test_cancelled_request_frees_its_slot(server: _Counting) -> None:
     async with PooledTransport(max_connections=1) as transport:
         with trio.CancelScope() as scope:
