@@ -115,7 +115,9 @@ class PooledTransport:
             except BaseException as exc:
                 await trio.aclose_forcefully(stream)
                 if isinstance(exc, trio.BrokenResourceError | OSError):
-                    raise httpx.ConnectError(f"TLS with {host}:{port}: {exc}") from exc
+                    # trio's error says nothing; the ssl error it wraps says why
+                    reason = exc.__cause__ or exc
+                    raise httpx.ConnectError(f"TLS with {host}:{port}: {reason}") from exc
                 raise
             stream = tls
         return http11.Connection(stream, keepalive_expiry=self._keepalive_expiry)

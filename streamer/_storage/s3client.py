@@ -78,7 +78,9 @@ class S3Client(MultipartOps):
         # Requests go to the transport directly: no cookies, redirects or auth flows
         # to run (httpx.AsyncClient's per-request cost, which small objects feel).
         self._http: Transport = (
-            PooledTransport(max_connections=settings.max_connections)
+            PooledTransport(
+                max_connections=settings.max_connections, ssl_context=settings.tls_context()
+            )
             if transport is None
             else HttpxTransport(transport)
         )

@@ -27,6 +27,7 @@ def settings_from(config: S3Config) -> S3Settings:
         parts_in_flight=config.parts_in_flight,
         max_retries=config.max_retries,
         sign_payload=config.sign_payload,
+        ca_bundle=config.ca_bundle or None,
     )
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
+
+import httpx
 
 from .._errors import ConfigError
 
@@ -40,7 +44,10 @@ class S3Settings:
     multipart copies (UploadPartCopy), used for objects over ``copy_object_max``
     bytes (at most S3's 5 GiB CopyObject limit); smaller ones take one CopyObject.
     ``sign_payload`` off sends object and part bodies as ``UNSIGNED-PAYLOAD``
-    (see :mod:`streamer._storage.s3client`).
+    (see :mod:`streamer._storage.s3client`). ``ca_bundle`` names a PEM file of the
+    certificate authorities an ``https`` endpoint must chain to (a private CA, a
+    self-signed MinIO); ``None`` takes ``AWS_CA_BUNDLE`` from the environment, as the
+    AWS CLI does, else the usual public ones.
     Retries back off from ``backoff_base`` seconds, doubling up to ``backoff_max``.
     """
 
@@ -62,6 +69,7 @@ class S3Settings:
     read_timeout: float = 120.0
     max_connections: int = 64
     sign_payload: bool = True
+    ca_bundle: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("part_size", "copy_part_size"):
@@ -86,6 +94,19 @@ class S3Settings:
     def endpoint(self) -> str:
         """The endpoint URL without a trailing slash."""
         return self.endpoint_url.rstrip("/") or f"https://s3.{self.region}.amazonaws.com"
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """What an ``https`` endpoint's certificate is checked with (``None`` for
+        ``http``); ConfigError if the CA bundle named cannot be loaded."""
+        if urlsplit(self.endpoint).scheme != "https":
+            return None
+        bundle = self.ca_bundle or os.environ.get("AWS_CA_BUNDLE")
+        if not bundle:
+            return httpx.create_ssl_context()
+        try:
+            return ssl.create_default_context(cafile=bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"s3 ca_bundle {bundle!r} cannot be loaded: {exc}") from None
 
     def credentials(self) -> Credentials:
         """The configured keys, else the ``AWS_*`` environment variables; ConfigError if neither."""

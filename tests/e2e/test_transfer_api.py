@@ -301,6 +301,14 @@ def test_bad_config_stops_the_start_naming_the_key(tmp_path: Path) -> None:
     assert bad.proc is not None and bad.proc.returncode == 2
 
 
+def test_an_s3_ca_bundle_that_cannot_be_loaded_stops_the_start(tmp_path: Path) -> None:
+    s3 = {"endpoint_url": "https://127.0.0.1:9", "access_key_id": "a", "secret_access_key": "b"}
+    bad = Node(tmp_path, {"s3": {**s3, "ca_bundle": str(tmp_path / "missing.pem")}})
+    with pytest.raises(RuntimeError, match=r"s3 ca_bundle '.*missing\.pem' cannot be loaded"):
+        bad.start()
+    assert bad.proc is not None and bad.proc.returncode == 2
+
+
 def test_generated_token_is_printed_once_and_works(tmp_path: Path) -> None:
     node = Node(tmp_path, {"auth": {"tokens": []}}).start()
     try:
