@@ -165,5 +165,5 @@ class Translated:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None and isinstance(exc, self._kinds):
+        if isinstance(exc, self._kinds):
             raise self._into(exc) from exc

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-import httpx
-
 from .._errors import ConfigError
 
 MiB = 1024 * 1024
@@ -96,13 +94,13 @@ class S3Settings:
         return self.endpoint_url.rstrip("/") or f"https://s3.{self.region}.amazonaws.com"
 
     def tls_context(self) -> ssl.SSLContext | None:
-        """What an ``https`` endpoint's certificate is checked with (``None`` for
-        ``http``); ConfigError if the CA bundle named cannot be loaded."""
-        if urlsplit(self.endpoint).scheme != "https":
-            return None
+        """The context an ``https`` endpoint's certificate is checked with when a CA
+        bundle is named (setting, else ``AWS_CA_BUNDLE``); ``None`` otherwise, and for
+        ``http``: the pool's own default (the public CAs, loaded at its first TLS
+        connection). ConfigError if the bundle named cannot be loaded."""
         bundle = self.ca_bundle or os.environ.get("AWS_CA_BUNDLE")
-        if not bundle:
-            return httpx.create_ssl_context()
+        if not bundle or urlsplit(self.endpoint).scheme != "https":
+            return None
         try:
             return ssl.create_default_context(cafile=bundle)
         except (OSError, ssl.SSLError) as exc:
