@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from streamer._storage import http11
+from streamer._storage import http11, http11wire
 from streamer._storage.s3body import SlicedBody
 
 GET = (b"GET", b"/k", [(b"Host", b"s3")], None, 0)
@@ -27,7 +27,7 @@ def _pair() -> tuple[
 
 async def _exchange(
     reply: bytes, *, method: bytes = b"GET", close_after: bool = False
-) -> tuple[http11.Connection, http11.Head, bytes]:
+) -> tuple[http11.Connection, http11wire.Head, bytes]:
     """Send one request to a server that has ``reply`` waiting (then closes, with
     ``close_after``); returns the connection, the head and the whole body."""
     connection, server = _pair()
@@ -119,7 +119,7 @@ async def test_malformed_responses_are_protocol_errors(reply: bytes) -> None:
 
 
 def test_head_fields_are_split_lowercased_and_trimmed() -> None:
-    head = http11.parse_head(
+    head = http11wire.parse_head(
         b'HTTP/1.1 206 Partial Content\r\nETag:\t"e" \r\nX-Amz-Meta-A:\r\n'
         b"Content-Range: bytes 0-1/2\r\nx-amz-meta-a: two  words \t"
     )
@@ -130,8 +130,8 @@ def test_head_fields_are_split_lowercased_and_trimmed() -> None:
         (b"content-range", b"bytes 0-1/2"),
         (b"x-amz-meta-a", b"two  words"),
     ]
-    assert http11.parse_head(b"HTTP/1.0 204 No Content").headers == []
-    assert not http11.parse_head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close").keep_alive
+    assert http11wire.parse_head(b"HTTP/1.0 204 No Content").headers == []
+    assert not http11wire.parse_head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close").keep_alive
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,7 @@ def test_head_fields_are_split_lowercased_and_trimmed() -> None:
 )
 def test_a_bad_header_line_is_named(head: bytes, message: str) -> None:
     with pytest.raises(http11.ProtocolError) as caught:
-        http11.parse_head(head)
+        http11wire.parse_head(head)
     assert str(caught.value) == message
 
 
