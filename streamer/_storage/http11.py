@@ -52,6 +52,7 @@ from .http11wire import Head, body_framing, parse_head, request_head
 from .http11wire import ProtocolError as ProtocolError  # re-exported: raised from here too
 from .http11wire import RequestError as RequestError
 from .http11wire import WireError as WireError
+from .tlsstream import TlsStream
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head (status line and headers) longer is refused
 MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) longer is refused
@@ -91,6 +92,7 @@ class Connection:
     def __init__(self, stream: trio.abc.Stream, *, keepalive_expiry: float) -> None:
         self._stream = stream
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._tls = stream if isinstance(stream, TlsStream) else None
         self._keepalive_expiry = keepalive_expiry
         self._buffer = bytearray()
         self._framing = ("length", 0)
@@ -306,8 +308,9 @@ class Connection:
     async def receive_into(self, buffer: memoryview) -> int | None:
         """Up to ``len(buffer)`` bytes of the body received straight into ``buffer``
         (0 once it has ended), or ``None`` when they cannot be: the body is chunked or
-        read to the close, some of it is already buffered, or the stream is not a
-        plain socket (TLS). Read those bytes with :meth:`next_piece`, then try again.
+        read to the close, some of it is already buffered, or the stream is neither a
+        plain socket nor a :class:`.TlsStream` (which decrypts into ``buffer``). Read
+        those bytes with :meth:`next_piece`, then try again.
 
         Receiving in place makes no object per read. A fresh 1 MiB ``bytes`` per
         receive (what :meth:`next_piece` makes) is fresh memory to the allocator:
@@ -315,9 +318,16 @@ class Connection:
         faults, than one receiving into a reused buffer."""
         if self._body_done:
             return 0
-        if self._framing[0] != "length" or self._buffer or self._socket is None:
+        if self._framing[0] != "length" or self._buffer:
             return None
-        count = await self._reading(partial(self._socket.recv_into, buffer[: self._remaining]))
+        receive: Callable[[], Awaitable[int]]
+        if self._socket is not None:
+            receive = partial(self._socket.recv_into, buffer[: self._remaining])
+        elif self._tls is not None:
+            receive = partial(self._tls.receive_into, buffer[: self._remaining])
+        else:
+            return None
+        count = await self._reading(receive)
         if not count:
             raise self._closed_early(f"with {self._remaining} body bytes to come")
         self._remaining -= count
@@ -412,7 +422,8 @@ def forever(timeout: float | None) -> float:
 
 
 def _readable(stream: trio.abc.Stream) -> bool:
-    """Whether the socket under ``stream`` has something to read (EOF counts)."""
-    transport = getattr(stream, "transport_stream", stream)  # through an SSLStream
-    sock = getattr(transport, "socket", None)
+    """Whether ``stream`` has something to read (EOF counts) that nobody asked for."""
+    if isinstance(stream, TlsStream):
+        return stream.is_readable()
+    sock = getattr(stream, "socket", None)
     return sock is not None and bool(sock.is_readable())

@@ -36,6 +36,7 @@ from .._errors import Translated
 from . import http11
 from .httpexchange import Exchange, Response
 from .s3body import SlicedBody
+from .tlsstream import TlsStream
 
 KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default)
 
@@ -105,15 +106,16 @@ class PooledTransport:
 
     async def _connect(self, scheme: str, host: str, port: int) -> http11.Connection:
         try:
-            stream: trio.abc.Stream = await _open_tcp(host, port)
+            tcp = await _open_tcp(host, port)
         except OSError as exc:
             raise httpx.ConnectError(f"connect to {host}:{port}: {exc}") from exc
+        stream: trio.abc.Stream = tcp
         if scheme == "https":
-            tls = trio.SSLStream(stream, self._ssl(), server_hostname=host, https_compatible=True)
+            tls = TlsStream(tcp.socket, self._ssl(), server_hostname=host)
             try:
                 await tls.do_handshake()
             except BaseException as exc:
-                await trio.aclose_forcefully(stream)
+                await trio.aclose_forcefully(tls)
                 if isinstance(exc, trio.BrokenResourceError | OSError):
                     # trio's error says nothing; the ssl error it wraps says why
                     reason = exc.__cause__ or exc

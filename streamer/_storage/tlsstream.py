@@ -1,0 +1,232 @@
+"""A TLS client stream on a trio socket that decrypts into the caller's buffer.
+
+:class:`trio.SSLStream` is general (either side, renegotiation, concurrent send and
+receive) and pays for it on every read: it hands back one TLS record (at most
+16 KiB) per ``receive_some``, each through its locks and retry machinery, as a
+fresh ``bytes``. A 1 GiB S3 download over TLS spent ~5 s of CPU that way, most of
+it Python around OpenSSL rather than OpenSSL itself.
+
+:class:`TlsStream` is the client side only, for :class:`.http11.Connection`:
+
+- ciphertext is read from the socket up to :data:`FEED_BYTES` at a time (into one
+  scratch buffer per thread: nothing awaits between reading it and handing it to
+  OpenSSL's memory BIO) and :meth:`receive_into` decrypts record after record
+  straight into the caller's buffer until it is full or no whole record is left;
+- a send encrypts into the outgoing memory BIO and writes it with a non-blocking
+  ``write`` first, waiting only for what the kernel does not take (a small request
+  costs no scheduling, as on a plain socket);
+- the handshake verifies the server against the context (hostname included); a
+  failure is :class:`trio.BrokenResourceError` whose ``__cause__`` is the ssl
+  error that says why;
+- the end of the stream is ``b""`` / ``0`` whether the server sent close_notify or
+  just closed (``https_compatible`` in trio's terms: HTTP's own framing tells a
+  truncated body from a whole one);
+- :meth:`aclose` sends close_notify without waiting for the server's.
+
+Contract: one task uses the stream at a time (an HTTP/1.1 client connection never
+sends and receives at once). Transport failures and TLS errors are
+:class:`trio.BrokenResourceError`; after one, or after a send that was cancelled
+part-way, the stream stays broken.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from functools import partial
+from typing import TypeVar, cast
+
+import trio
+
+FEED_BYTES = 256 * 1024  # most ciphertext read from the socket at once
+SEND_PIECE = 256 * 1024  # most plaintext encrypted before it is written out
+RECEIVE_BYTES = 64 * 1024  # receive_some's size when the caller names none
+
+T = TypeVar("T")
+
+_scratch = threading.local()
+
+
+def _feed_buffer() -> memoryview:
+    """This thread's buffer for ciphertext on its way from a socket to a memory BIO."""
+    buffer: memoryview | None = getattr(_scratch, "buffer", None)
+    if buffer is None:
+        buffer = _scratch.buffer = memoryview(bytearray(FEED_BYTES))
+    return buffer
+
+
+class TlsStream(trio.abc.Stream):
+    """TLS over a connected trio socket, client side (see the module docstring)."""
+
+    def __init__(
+        self, sock: trio.socket.SocketType, context: ssl.SSLContext, *, server_hostname: str
+    ) -> None:
+        self._socket = sock
+        self._fd = sock.fileno()
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname
+        )
+        self._broken: BaseException | None = None
+        self._ended = False  # the server ended the stream: every later receive is the end
+        self._closed = False
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        return self._socket
+
+    def is_readable(self) -> bool:
+        """Whether anything (bytes or EOF) has come that nobody asked for yet."""
+        return bool(self._tls.pending() or self._incoming.pending or self._socket.is_readable())
+
+    async def do_handshake(self) -> None:
+        """Negotiate TLS and verify the server; :class:`trio.BrokenResourceError` if not."""
+        await self._run(self._tls.do_handshake)
+
+    # -- receiving ----------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Up to ``max_bytes`` of plaintext (one record's worth at most); ``b""`` at the end."""
+        size = RECEIVE_BYTES if max_bytes is None else max_bytes
+        return await self._receive(lambda: self._tls.read(size), b"")
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        """Decrypt into ``buffer``: at least one byte (waiting for it if need be), then
+        every whole record already received that fits; ``0`` at the end of the stream."""
+        count = await self._receive(partial(self._decrypt_into, buffer), 0)
+        while count and count < len(buffer) and (self._incoming.pending or self._tls.pending()):
+            try:
+                got = self._decrypt_into(buffer[count:])
+            except ssl.SSLError:  # no whole record yet, or the end: the next call sees it
+                break
+            if not got:
+                break
+            count += got
+        return count
+
+    def _decrypt_into(self, buffer: memoryview) -> int:
+        # typeshed has read() return bytes; given a buffer, it returns the count
+        return cast(int, self._tls.read(len(buffer), cast(bytearray, buffer)))
+
+    async def _receive(self, read: Callable[[], T], end: T) -> T:
+        if self._ended and not self._closed:
+            await trio.lowlevel.checkpoint()
+            return end
+        try:
+            return await self._run(read)
+        except trio.BrokenResourceError as exc:
+            if isinstance(exc.__cause__, ssl.SSLZeroReturnError | ssl.SSLEOFError):
+                self._broken, self._ended = None, True  # the end, with close_notify or not
+                return end
+            raise
+
+    # -- sending ------------------------------------------------------------------
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt and send ``data`` whole; waits only when the socket's buffer is full."""
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), SEND_PIECE):
+            await self._run(partial(self._tls.write, view[start : start + SEND_PIECE]))
+        if not view:
+            self._check_usable()
+            await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.wait_writable(self._socket)
+
+    # -- closing ------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Send close_notify if the session is sound (never waiting), then close the socket."""
+        if not self._closed:
+            self._closed = True
+            try:
+                if self._broken is None:
+                    self._say_goodbye()
+            finally:
+                self._socket.close()
+        await trio.lowlevel.checkpoint()
+
+    def _say_goodbye(self) -> None:
+        with suppress(ssl.SSLError):  # the server's close_notify is not awaited (WantRead)
+            self._tls.unwrap()
+        self._write_what_fits()
+
+    def _write_what_fits(self) -> None:
+        """Best effort, never waiting: what the kernel takes now of OpenSSL's output
+        (a close_notify, an alert)."""
+        data = self._outgoing.read()
+        if data:
+            with suppress(OSError):
+                os.write(self._fd, data)
+
+    # -- the engine ---------------------------------------------------------------
+
+    async def _run(self, operation: Callable[[], T]) -> T:
+        """Run an SSLObject operation to completion: whatever it needs to send goes out,
+        whatever it needs to receive is read, until it returns or fails."""
+        self._check_usable()
+        while True:
+            try:
+                result = operation()
+            except ssl.SSLWantReadError:
+                await self._flush()
+                await self._feed()
+                continue
+            except ssl.SSLError as exc:
+                self._broken = exc
+                self._write_what_fits()  # the alert that tells the server why
+                raise trio.BrokenResourceError(str(exc)) from exc
+            if self._outgoing.pending:
+                await self._flush()
+            return result
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the TLS stream was closed")
+        if self._broken is not None:
+            raise trio.BrokenResourceError("the TLS stream is broken") from self._broken
+
+    async def _feed(self) -> None:
+        """Wait for ciphertext (or EOF) and hand it to OpenSSL."""
+        buffer = _feed_buffer()
+        while True:
+            await trio.lowlevel.wait_readable(self._socket)
+            try:
+                count = os.readv(self._fd, [buffer])
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                self._broken = exc
+                raise trio.BrokenResourceError(str(exc)) from exc
+            if count:
+                self._incoming.write(buffer[:count])
+            else:
+                self._incoming.write_eof()
+            return
+
+    async def _flush(self) -> None:
+        """Write out what OpenSSL produced; the stream is broken if this is cut short."""
+        data = self._outgoing.read()
+        if not data:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                try:
+                    sent = os.write(self._fd, view)
+                except BlockingIOError:
+                    sent = 0
+                view = view[sent:]
+                if view:
+                    await trio.lowlevel.wait_writable(self._socket)
+        except OSError as exc:
+            self._broken = exc
+            raise trio.BrokenResourceError(str(exc)) from exc
+        except BaseException as exc:  # cancelled part-way: the record stream is cut
+            self._broken = exc
+            raise

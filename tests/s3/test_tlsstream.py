@@ -1,0 +1,176 @@
+"""TlsStream against trio's own TLS server over a socketpair: the handshake and its
+failures, bodies larger than a record both ways, the ends of a stream, close_notify,
+a send cut short, and unasked-for bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from streamer._storage.tlsstream import TlsStream
+from tests.support.certs import self_signed
+
+VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
+
+
+@pytest.fixture
+def cert_pair(tmp_path: Path) -> tuple[Path, Path]:
+    return self_signed(tmp_path)
+
+
+def _server_context(cert_pair: tuple[Path, Path], version: ssl.TLSVersion) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*cert_pair)
+    context.minimum_version = context.maximum_version = version
+    return context
+
+
+@asynccontextmanager
+async def _pair(
+    cert_pair: tuple[Path, Path],
+    version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
+    *,
+    hostname: str = "127.0.0.1",
+    trusted: bool = True,
+) -> AsyncIterator[tuple[TlsStream, trio.SSLStream[trio.SocketStream]]]:
+    """``(client, server)``, the handshake not yet made (the server's runs on first use)."""
+    client_sock, server_sock = trio.socket.socketpair()
+    client_context = ssl.create_default_context(cafile=str(cert_pair[0]) if trusted else None)
+    client = TlsStream(client_sock, client_context, server_hostname=hostname)
+    server = trio.SSLStream(
+        trio.SocketStream(server_sock), _server_context(cert_pair, version), server_side=True
+    )
+    try:
+        yield client, server
+    finally:
+        await client.aclose()
+        await trio.aclose_forcefully(server)
+
+
+async def _handshake(client: TlsStream, server: trio.SSLStream[trio.SocketStream]) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        await client.do_handshake()
+
+
+async def _receive_all(client: TlsStream, size: int) -> tuple[bytes, int]:
+    """``size`` bytes through ``receive_into`` and the most one call returned."""
+    received, largest = bytearray(), 0
+    buffer = memoryview(bytearray(1 << 20))
+    while len(received) < size:
+        count = await client.receive_into(buffer)
+        assert count, "stream ended early"
+        largest = max(largest, count)
+        received += buffer[:count]
+    return bytes(received), largest
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["tls1.2", "tls1.3"])
+async def test_bodies_larger_than_a_record_cross_both_ways(
+    cert_pair: tuple[Path, Path], version: ssl.TLSVersion
+) -> None:
+    upload, download = os.urandom(3 << 20), os.urandom(5 << 20)
+    async with _pair(cert_pair, version) as (client, server):
+        await _handshake(client, server)
+
+        async def serve() -> None:
+            got = bytearray()
+            while len(got) < len(upload):
+                got += await server.receive_some(1 << 20)
+            await server.send_all(hashlib.sha256(got).digest() + download)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            await client.send_all(upload)
+            digest = b""
+            while len(digest) < 32:
+                digest += await client.receive_some(32 - len(digest))
+            received, largest = await _receive_all(client, len(download))
+        assert digest == hashlib.sha256(upload).digest()
+        assert received == download
+        assert largest > 16 * 1024  # several records decrypted in one call, not one each
+
+
+async def test_close_notify_ends_the_stream_and_so_does_a_bare_close(
+    cert_pair: tuple[Path, Path],
+) -> None:
+    async with _pair(cert_pair) as (client, server):
+        await _handshake(client, server)
+        await server.send_all(b"last words")
+        await server.aclose()  # sends close_notify
+        assert await client.receive_some() == b"last words"
+        assert await client.receive_into(memoryview(bytearray(10))) == 0
+        assert await client.receive_some() == b""  # and stays ended
+    async with _pair(cert_pair) as (client, server):
+        await _handshake(client, server)
+        await server.transport_stream.aclose()  # no close_notify: a ragged EOF
+        assert await client.receive_into(memoryview(bytearray(10))) == 0
+
+
+async def test_aclose_sends_close_notify(cert_pair: tuple[Path, Path]) -> None:
+    async with _pair(cert_pair) as (client, server):
+        await _handshake(client, server)
+        await client.aclose()
+        # trio's server (not https_compatible) would raise on an EOF without one
+        assert await server.receive_some() == b""
+        with pytest.raises(trio.ClosedResourceError):
+            await client.receive_some()
+
+
+async def test_an_untrusted_certificate_fails_with_the_reason(
+    cert_pair: tuple[Path, Path],
+) -> None:
+    async with _pair(cert_pair, trusted=False) as (client, server):
+        with trio.fail_after(5):  # the server fails too: it was sent the alert
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_server_side_fails, server)
+                with pytest.raises(trio.BrokenResourceError) as caught:
+                    await client.do_handshake()
+        assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+        with pytest.raises(trio.BrokenResourceError):  # and it stays broken
+            await client.send_all(b"x")
+
+
+async def test_a_name_the_certificate_lacks_fails(cert_pair: tuple[Path, Path]) -> None:
+    async with _pair(cert_pair, hostname="example.com") as (client, server):
+        with trio.fail_after(5):  # the server fails too: it was sent the alert
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_server_side_fails, server)
+                with pytest.raises(trio.BrokenResourceError) as caught:
+                    await client.do_handshake()
+        assert "example.com" in str(caught.value.__cause__)
+
+
+async def _server_side_fails(server: trio.SSLStream[trio.SocketStream]) -> None:
+    with pytest.raises(trio.BrokenResourceError):
+        await server.do_handshake()
+
+
+async def test_a_send_cut_short_leaves_the_stream_broken(cert_pair: tuple[Path, Path]) -> None:
+    async with _pair(cert_pair) as (client, server):
+        await _handshake(client, server)
+        with trio.move_on_after(0.2) as scope:
+            await client.send_all(os.urandom(16 << 20))  # the server never reads
+        assert scope.cancelled_caught
+        with pytest.raises(trio.BrokenResourceError):
+            await client.send_all(b"more")
+
+
+async def test_unasked_for_bytes_make_it_readable(cert_pair: tuple[Path, Path]) -> None:
+    async with _pair(cert_pair) as (client, server):
+        await _handshake(client, server)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.send_all, b"pong")
+            await client.send_all(b"ping")
+            assert await client.receive_some() == b"pong"
+        assert await server.receive_some() == b"ping"
+        assert not client.is_readable()
+        await server.send_all(b"nobody asked")  # a socketpair: in the client's buffer now
+        assert client.is_readable()
