@@ -4,7 +4,10 @@
 receive) and pays for it on every read: it hands back one TLS record (at most
 16 KiB) per ``receive_some``, each through its locks and retry machinery, as a
 fresh ``bytes``. A 1 GiB S3 download over TLS spent ~5 s of CPU that way, most of
-it Python around OpenSSL rather than OpenSSL itself.
+it Python around OpenSSL rather than OpenSSL itself. Through this stream a 512 MiB
+GET from ``rclone serve s3`` takes 2.1-2.25 s of client CPU per GiB instead of
+3.9-4.4, and ``benchmarks.s3 --server rclone-tls`` downloads 1 GiB at 377 MB/s
+instead of 231.
 
 :class:`TlsStream` is the client side only, for :class:`.http11.Connection`:
 
