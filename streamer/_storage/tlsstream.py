@@ -27,9 +27,13 @@ instead of 231.
 - :meth:`aclose` sends close_notify without waiting for the server's.
 
 Contract: one task uses the stream at a time (an HTTP/1.1 client connection never
-sends and receives at once). Transport failures and TLS errors are
-:class:`trio.BrokenResourceError`; after one, or after a send that was cancelled
-part-way, the stream stays broken.
+sends and receives at once). Like :class:`.http11.Connection`'s plain-socket path,
+and unlike trio's own streams, an operation is a checkpoint only when it waits: a
+send the kernel takes whole, or a receive of records already in, returns at once
+(a receive waits at least every :data:`FEED_BYTES` of ciphertext). Transport failures
+and TLS errors are :class:`trio.BrokenResourceError` (a tampered record after good
+ones too: only a ragged EOF is the end); after one, or after a send that was
+cancelled part-way, the stream stays broken.
 """
 
 from __future__ import annotations
@@ -95,16 +99,23 @@ class TlsStream(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Up to ``max_bytes`` of plaintext (one record's worth at most); ``b""`` at the end."""
         size = RECEIVE_BYTES if max_bytes is None else max_bytes
+        if size < 1:
+            raise ValueError("max_bytes must be at least 1")
         return await self._receive(lambda: self._tls.read(size), b"")
 
     async def receive_into(self, buffer: memoryview) -> int:
         """Decrypt into ``buffer``: at least one byte (waiting for it if need be), then
         every whole record already received that fits; ``0`` at the end of the stream."""
+        if not buffer:
+            raise ValueError("an empty buffer")
         count = await self._receive(partial(self._decrypt_into, buffer), 0)
         while count and count < len(buffer) and (self._incoming.pending or self._tls.pending()):
             try:
                 got = self._decrypt_into(buffer[count:])
-            except ssl.SSLError:  # no whole record yet, or the end: the next call sees it
+            except ssl.SSLWantReadError:  # no whole record left
+                break
+            except ssl.SSLError as exc:  # after the bytes got: the next call raises it
+                self._fail(exc)  # (or ends the stream, if it is a ragged EOF)
                 break
             if not got:
                 break
@@ -132,13 +143,18 @@ class TlsStream(trio.abc.Stream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send ``data`` whole; waits only when the socket's buffer is full."""
         view = memoryview(data).cast("B")
-        for start in range(0, len(view), SEND_PIECE):
-            await self._run(partial(self._tls.write, view[start : start + SEND_PIECE]))
+        try:
+            for start in range(0, len(view), SEND_PIECE):
+                await self._run(partial(self._tls.write, view[start : start + SEND_PIECE]))
+        except BaseException as exc:  # cut short (even waiting to read): nothing may follow
+            self._broken = self._broken or exc
+            raise
         if not view:
             self._check_usable()
             await trio.lowlevel.checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
+        self._check_usable()
         await trio.lowlevel.wait_writable(self._socket)
 
     # -- closing ------------------------------------------------------------------
@@ -181,12 +197,16 @@ class TlsStream(trio.abc.Stream):
                 await self._feed()
                 continue
             except ssl.SSLError as exc:
-                self._broken = exc
-                self._write_what_fits()  # the alert that tells the server why
+                self._fail(exc)
                 raise trio.BrokenResourceError(str(exc)) from exc
             if self._outgoing.pending:
                 await self._flush()
             return result
+
+    def _fail(self, exc: ssl.SSLError) -> None:
+        """The session failed: remember why and send the alert that tells the server."""
+        self._broken = exc
+        self._write_what_fits()
 
     def _check_usable(self) -> None:
         if self._closed:

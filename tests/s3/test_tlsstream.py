@@ -110,8 +110,12 @@ async def test_close_notify_ends_the_stream_and_so_does_a_bare_close(
         assert await client.receive_some() == b""  # and stays ended
     async with _pair(cert_pair) as (client, server):
         await _handshake(client, server)
+        await server.send_all(b"tail")
         await server.transport_stream.aclose()  # no close_notify: a ragged EOF
-        assert await client.receive_into(memoryview(bytearray(10))) == 0
+        buffer = memoryview(bytearray(10))
+        assert await client.receive_into(buffer) == 4  # the data, then the end, one feed
+        assert buffer[:4] == b"tail"
+        assert await client.receive_into(buffer) == 0
 
 
 async def test_aclose_sends_close_notify(cert_pair: tuple[Path, Path]) -> None:
@@ -174,3 +178,80 @@ async def test_unasked_for_bytes_make_it_readable(cert_pair: tuple[Path, Path]) 
         assert not client.is_readable()
         await server.send_all(b"nobody asked")  # a socketpair: in the client's buffer now
         assert client.is_readable()
+
+
+class _Corrupting(trio.abc.Stream):
+    """A transport that flips the last byte (in the record's tag) of sends once armed."""
+
+    def __init__(self, inner: trio.SocketStream) -> None:
+        self.inner, self.armed = inner, False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        data = bytearray(data)
+        if self.armed:
+            data[-1] ^= 0x01
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_tampered_record_after_good_ones_is_an_error_not_the_end(
+    cert_pair: tuple[Path, Path],
+) -> None:
+    client_sock, server_sock = trio.socket.socketpair()
+    transport = _Corrupting(trio.SocketStream(server_sock))
+    server = trio.SSLStream(
+        transport, _server_context(cert_pair, ssl.TLSVersion.TLSv1_3), server_side=True
+    )
+    context = ssl.create_default_context(cafile=str(cert_pair[0]))
+    client = TlsStream(client_sock, context, server_hostname="127.0.0.1")
+    try:
+        await _handshake(client, server)
+        await server.send_all(b"a" * 100)
+        transport.armed = True
+        await server.send_all(b"b" * 100)  # both records wait in the socket: one feed
+        buffer = memoryview(bytearray(1000))
+        assert await client.receive_into(buffer) == 100
+        with pytest.raises(trio.BrokenResourceError) as caught:
+            await client.receive_into(buffer)
+        assert isinstance(caught.value.__cause__, ssl.SSLError)
+        assert not isinstance(caught.value.__cause__, ssl.SSLEOFError)
+    finally:
+        await client.aclose()
+        await trio.aclose_forcefully(server)
+
+
+async def test_a_buffer_smaller_than_a_record_gets_every_byte(
+    cert_pair: tuple[Path, Path],
+) -> None:
+    data = os.urandom(100_000)
+    async with _pair(cert_pair) as (client, server):
+        await _handshake(client, server)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.send_all, data)
+            received = bytearray()
+            buffer = memoryview(bytearray(1000))
+            while len(received) < len(data):
+                count = await client.receive_into(buffer)
+                assert 0 < count <= 1000
+                received += buffer[:count]
+        assert received == data
+
+
+async def test_a_cancelled_receive_leaves_the_stream_usable(cert_pair: tuple[Path, Path]) -> None:
+    async with _pair(cert_pair) as (client, server):
+        await _handshake(client, server)
+        with trio.move_on_after(0.05) as scope:
+            await client.receive_some()  # nothing comes
+        assert scope.cancelled_caught
+        await server.send_all(b"late")
+        assert await client.receive_some() == b"late"
+        with pytest.raises(ValueError):
+            await client.receive_some(0)
