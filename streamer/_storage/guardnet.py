@@ -5,7 +5,8 @@ it resolves the host once, keeps the addresses the guard allows and connects to
 those very addresses (Happy Eyeballs over them, as trio's own
 ``open_tcp_stream`` does over a name's), so a name cannot pass the check
 with one address and then connect to another (DNS rebinding). TLS is still
-negotiated and verified for the host name. Every redirect hop that needs a new
+negotiated and verified for the host name, through :mod:`.httpcoretls` (streamer's
+lean TLS stream, not trio's ``SSLStream``). Every redirect hop that needs a new
 connection goes through it; a pooled connection was checked when it was made.
 
 :class:`ImportTransport` sends requests through a pool on that backend, or,
@@ -27,6 +28,7 @@ import httpx
 import trio
 
 from .._concurrency import cleanup, open_nursery
+from .httpcoretls import lean_tls
 from .netguard import AddressGuard
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
@@ -69,7 +71,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         if not self._guard.active_for(host, port):
-            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+            return lean_tls(
+                await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+            )
         deadline = trio.current_time() + (float("inf") if timeout is None else timeout)
         try:
             with trio.fail_at(deadline):
@@ -84,7 +88,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             left = max(deadline - trio.current_time(), 0.0)
             return await self._inner.connect_tcp(address, port, left, local_address, socket_options)
 
-        return await _first_connected(allowed, connect)
+        return lean_tls(await _first_connected(allowed, connect))
 
     async def connect_unix_socket(
         self,

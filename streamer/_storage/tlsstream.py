@@ -86,6 +86,11 @@ class TlsStream(trio.abc.Stream):
     def socket(self) -> trio.socket.SocketType:
         return self._socket
 
+    @property
+    def ssl_object(self) -> ssl.SSLObject:
+        """The session (peer certificate, ALPN protocol, cipher): for inspection only."""
+        return self._tls
+
     def is_readable(self) -> bool:
         """Whether anything (bytes or EOF) has come that nobody asked for yet."""
         return bool(self._tls.pending() or self._incoming.pending or self._socket.is_readable())
@@ -97,11 +102,19 @@ class TlsStream(trio.abc.Stream):
     # -- receiving ----------------------------------------------------------------
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        """Up to ``max_bytes`` of plaintext (one record's worth at most); ``b""`` at the end."""
+        """Up to ``max_bytes`` of plaintext: a record's (waiting for it if need be), then
+        those of the whole records already received while they fit; ``b""`` at the end."""
         size = RECEIVE_BYTES if max_bytes is None else max_bytes
         if size < 1:
             raise ValueError("max_bytes must be at least 1")
-        return await self._receive(lambda: self._tls.read(size), b"")
+        first = await self._receive(lambda: self._tls.read(size), b"")
+        pieces, count = [first], len(first)
+        while (
+            count and count < size and (piece := self._more(partial(self._tls.read, size - count)))
+        ):
+            pieces.append(piece)
+            count += len(piece)
+        return first if len(pieces) == 1 else b"".join(pieces)
 
     async def receive_into(self, buffer: memoryview) -> int:
         """Decrypt into ``buffer``: at least one byte (waiting for it if need be), then
@@ -109,18 +122,27 @@ class TlsStream(trio.abc.Stream):
         if not buffer:
             raise ValueError("an empty buffer")
         count = await self._receive(partial(self._decrypt_into, buffer), 0)
-        while count and count < len(buffer) and (self._incoming.pending or self._tls.pending()):
-            try:
-                got = self._decrypt_into(buffer[count:])
-            except ssl.SSLWantReadError:  # no whole record left
-                break
-            except ssl.SSLError as exc:  # after the bytes got: the next call raises it
-                self._fail(exc)  # (or ends the stream, if it is a ragged EOF)
-                break
-            if not got:
-                break
+        while (
+            count
+            and count < len(buffer)
+            and (got := self._more(partial(self._decrypt_into, buffer[count:])))
+        ):
             count += got
         return count
+
+    def _more(self, read: Callable[[], T]) -> T | None:
+        """``read()`` from the records already received, without waiting; ``None`` when
+        no whole one is left, or when it failed (the next receive raises the error, or
+        ends the stream for a ragged EOF)."""
+        if not (self._incoming.pending or self._tls.pending()):
+            return None
+        try:
+            return read()
+        except ssl.SSLWantReadError:
+            return None
+        except ssl.SSLError as exc:
+            self._fail(exc)
+            return None
 
     def _decrypt_into(self, buffer: memoryview) -> int:
         # typeshed has read() return bytes; given a buffer, it returns the count
