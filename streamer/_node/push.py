@@ -28,6 +28,7 @@ import trio
 from .._concurrency import open_nursery
 from .._engine import FileTask, Job, JobControl
 from .._errors import StorageError, StreamerError
+from .._httpcoretls import lean_transport
 from .._pipeline import Progress, Sha256, Stage, pump
 from .._pipeline.archive import tar_stream
 from .._pipeline.compression import Compress
@@ -173,7 +174,7 @@ class PushRunner:
         content = body()
         try:
             async with (
-                httpx.AsyncClient(timeout=timeout) as client,
+                httpx.AsyncClient(timeout=timeout, transport=lean_transport()) as client,
                 receive,
                 open_nursery() as nursery,
             ):

@@ -5,8 +5,8 @@ it resolves the host once, keeps the addresses the guard allows and connects to
 those very addresses (Happy Eyeballs over them, as trio's own
 ``open_tcp_stream`` does over a name's), so a name cannot pass the check
 with one address and then connect to another (DNS rebinding). TLS is still
-negotiated and verified for the host name, through :mod:`.httpcoretls` (streamer's
-lean TLS stream, not trio's ``SSLStream``). Every redirect hop that needs a new
+negotiated and verified for the host name (through streamer's lean TLS stream,
+:mod:`streamer._httpcoretls`, not trio's ``SSLStream``). Every redirect hop that needs a new
 connection goes through it; a pooled connection was checked when it was made.
 
 :class:`ImportTransport` sends requests through a pool on that backend, or,
@@ -28,7 +28,7 @@ import httpx
 import trio
 
 from .._concurrency import cleanup, open_nursery
-from .httpcoretls import lean_tls
+from .._httpcoretls import LeanTlsBackend, lean_transport
 from .netguard import AddressGuard
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
@@ -45,7 +45,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Connects like httpcore's trio backend, to addresses ``guard`` allows only.
 
     ``resolver`` replaces the system resolver, for tests; ``inner`` makes the
-    connections (default :class:`httpcore.TrioBackend`). Raises
+    connections (default :class:`~streamer._httpcoretls.LeanTlsBackend`: httpcore's
+    trio backend, TLS through streamer's lean stream). Raises
     :class:`~streamer._storage.netguard.BlockedAddress` when no address may be
     used, :class:`httpcore.ConnectError` / :class:`httpcore.ConnectTimeout` when
     resolving or connecting fails (within one ``timeout`` for both).
@@ -60,7 +61,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     ) -> None:
         self._guard = guard
         self._resolve = resolver
-        self._inner = inner or httpcore.TrioBackend()
+        self._inner = inner or LeanTlsBackend()
 
     async def connect_tcp(
         self,
@@ -71,9 +72,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         if not self._guard.active_for(host, port):
-            return lean_tls(
-                await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-            )
+            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
         deadline = trio.current_time() + (float("inf") if timeout is None else timeout)
         try:
             with trio.fail_at(deadline):
@@ -88,7 +87,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             left = max(deadline - trio.current_time(), 0.0)
             return await self._inner.connect_tcp(address, port, left, local_address, socket_options)
 
-        return lean_tls(await _first_connected(allowed, connect))
+        return await _first_connected(allowed, connect)
 
     async def connect_unix_socket(
         self,
@@ -148,20 +147,8 @@ async def _first_connected(
 
 
 def _direct(guard: AddressGuard, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """httpx's transport over a pool on :class:`GuardedBackend`.
-
-    httpx 0.28 has no parameter for the network backend (encode/httpx#3749 adds
-    one), so the transport's pool is replaced by an equivalent one that has it.
-    """
-    transport = httpx.AsyncHTTPTransport(limits=limits)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=GuardedBackend(guard),
-    )
-    return transport
+    """httpx's transport over a pool on :class:`GuardedBackend`."""
+    return lean_transport(limits=limits, network_backend=GuardedBackend(guard))
 
 
 class ImportTransport(httpx.AsyncBaseTransport):

@@ -48,11 +48,11 @@ from typing import TypeVar, cast
 
 import trio
 
+from .._tlsstream import TlsStream
 from .http11wire import Head, body_framing, parse_head, request_head
 from .http11wire import ProtocolError as ProtocolError  # re-exported: raised from here too
 from .http11wire import RequestError as RequestError
 from .http11wire import WireError as WireError
-from .tlsstream import TlsStream
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head (status line and headers) longer is refused
 MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) longer is refused

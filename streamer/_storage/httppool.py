@@ -33,10 +33,10 @@ import httpx
 import trio
 
 from .._errors import Translated
+from .._tlsstream import TlsStream
 from . import http11
 from .httpexchange import Exchange, Response
 from .s3body import SlicedBody
-from .tlsstream import TlsStream
 
 KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import httpx
 
+from .._httpcoretls import lean_transport
 from .._netio import tune_client_reads
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -69,5 +70,9 @@ def connect(
     tune_client_reads()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.AsyncClient(
-        base_url=server.rstrip("/"), headers=headers, timeout=timeout, follow_redirects=False
+        base_url=server.rstrip("/"),
+        headers=headers,
+        timeout=timeout,
+        follow_redirects=False,
+        transport=lean_transport(),  # TLS through streamer's lean stream
     )

@@ -11,7 +11,17 @@ import pytest
 
 from tests.support.certs import self_signed
 
+from .cluster import (
+    DESTINATION_KEY,
+    SOURCE_KEY,
+    Cluster,
+    new_server,
+    node_config,
+    server_tree,
+    snapshot,
+)
 from .node import TOKEN, Node
+from .panel_stub import PanelStub
 
 
 @pytest.fixture
@@ -33,3 +43,30 @@ def test_serves_https_with_the_configured_certificate(tls_node: tuple[Node, Path
         assert client.get(f"{node.url}/api/settings/bandwidth").status_code == 200
     with pytest.raises(httpx.ConnectError), httpx.Client() as client:  # not a public CA
         client.get(f"{node.url}/healthz")
+
+
+def test_a_push_to_an_https_destination_verifies_it_and_lands(tmp_path: Path) -> None:
+    """The source's archive push speaks TLS to the destination (through streamer's
+    lean TLS stream), trusting the destination's certificate by ``SSL_CERT_FILE``."""
+    cert, key = self_signed(tmp_path)
+    panel = PanelStub().start()
+    src_home, dst_home = tmp_path / "source", tmp_path / "destination"
+    tls = {"api": {"ssl": {"enabled": True, "cert": str(cert), "key": str(key)}}}
+    source = Node(
+        src_home, node_config(panel, SOURCE_KEY, src_home), env={"SSL_CERT_FILE": str(cert)}
+    )
+    destination = Node(dst_home, node_config(panel, DESTINATION_KEY, dst_home) | tls)
+    cluster = Cluster(panel, source.start(), destination.start())
+    try:
+        assert cluster.transfer_url().startswith("https://")
+        server = new_server()
+        tree = server_tree(cluster.source_servers / server, random_bytes=2 << 20)
+        response = cluster.push(server)
+        assert response.status_code == 202, response.text
+        [call] = cluster.panel.wait(server, settle=0.3)
+        assert call.outcome == "success"
+        assert snapshot(cluster.destination_servers / server) == snapshot(tree)
+        assert cluster.source.wait(response.json()["jobId"])["status"] == "completed"
+    finally:
+        cluster.stop()
+        panel.stop()

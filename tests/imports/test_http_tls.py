@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from streamer._storage import httpcoretls
+from streamer import _httpcoretls as httpcoretls
 from streamer._storage.http import HttpClient
 from streamer._storage.httperrors import HttpError
-from streamer._storage.tlsstream import TlsStream
+from streamer._tlsstream import TlsStream
 from tests.support.certs import self_signed
 from tests.support.hubstub import FileServer
 

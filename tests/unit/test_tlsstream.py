@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from streamer._storage.tlsstream import TlsStream
+from streamer._tlsstream import TlsStream
 from tests.support.certs import self_signed
 
 VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]

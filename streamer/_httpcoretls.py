@@ -1,33 +1,94 @@
-"""httpcore network streams whose TLS is :class:`~.tlsstream.TlsStream`, for imports.
+"""httpx over TLS through :class:`~streamer._tlsstream.TlsStream`, for every client we run.
 
 httpcore's trio backend negotiates TLS with :class:`trio.SSLStream`, which hands
 back one TLS record (16 KiB at most) per read through its locks and retries: an
-https import (the Hugging Face Hub, its CDN, most URLs) paid several seconds of
-CPU per GiB for it. :func:`lean_tls` wraps a plain connection from any httpcore
-backend so that its ``start_tls`` makes a :class:`~.tlsstream.TlsStream` on the
-same socket instead: verified against httpcore's context (the host name
-included), records decrypted several at a time, and httpcore's own exceptions
-(``ConnectError``/``ConnectTimeout`` for the handshake, ``ReadError``/
-``ReadTimeout``/``WriteError``/``WriteTimeout`` afterwards), as from its own
-streams. A stream without a socket (a test's fake) keeps its own ``start_tls``.
+https download through httpx paid 6.2-7.3 s of CPU per GiB for it here, 3.05-3.27
+through this module (``HttpClient.stream``, 512 MiB from ``rclone serve http``).
+
+- :func:`lean_tls` wraps a plain connection from any httpcore backend so that its
+  ``start_tls`` makes a TlsStream on the same socket instead: verified against
+  httpcore's context (the host name included), records decrypted several at a
+  time, and httpcore's own exceptions (``ConnectError``/``ConnectTimeout`` for the
+  handshake, ``ReadError``/``ReadTimeout``/``WriteError``/``WriteTimeout``
+  afterwards), as from its own streams. A stream without a socket (a test's fake)
+  keeps its own ``start_tls``.
+- :class:`LeanTlsBackend` is an httpcore backend whose connections are wrapped so.
+- :func:`lean_transport` is httpx's transport over a pool on such a backend: what the
+  imports (on the guarded backend), the node's archive push and the API client use.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpcore
+import httpx
 import trio
 
-from .tlsstream import TlsStream
+from ._tlsstream import TlsStream
+
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's
 
 
 def lean_tls(stream: httpcore.AsyncNetworkStream) -> httpcore.AsyncNetworkStream:
     """``stream`` (a plain TCP connection), with TLS through :class:`TlsStream`."""
     return _Plain(stream)
+
+
+class LeanTlsBackend(httpcore.AsyncNetworkBackend):
+    """``inner``'s connections (default: httpcore's trio backend), TLS through TlsStream."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self._inner = inner or httpcore.TrioBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return lean_tls(
+            await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return lean_tls(await self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def lean_transport(
+    *,
+    limits: httpx.Limits = DEFAULT_LIMITS,
+    network_backend: httpcore.AsyncNetworkBackend | None = None,
+) -> httpx.AsyncHTTPTransport:
+    """httpx's HTTP/1.1 transport (CAs as httpx finds them: ``SSL_CERT_FILE``,
+    ``SSL_CERT_DIR``, else certifi) over a pool on ``network_backend`` (default
+    :class:`LeanTlsBackend`).
+
+    httpx 0.28 has no parameter for the network backend (encode/httpx#3749 adds
+    one), so the transport's pool is replaced by an equivalent one that has it.
+    """
+    made = httpx.AsyncHTTPTransport(limits=limits)
+    made._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=network_backend or LeanTlsBackend(),
+    )
+    return made
 
 
 @contextmanager
