@@ -65,22 +65,57 @@ def _feed_buffer() -> memoryview:
     return buffer
 
 
+class _Turn:
+    """One task at a time in a section (reading the socket, or writing it); another
+    that needs it waits for the turn to end. No object is made unless one waits."""
+
+    __slots__ = ("_ended", "busy")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self._ended: trio.Event | None = None
+
+    async def wait(self) -> None:
+        """Until no task holds the turn."""
+        while self.busy:
+            if self._ended is None:
+                self._ended = trio.Event()
+            await self._ended.wait()
+
+    def take(self) -> None:
+        self.busy = True
+
+    def give_back(self) -> None:
+        self.busy = False
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            ended.set()
+
+
 class TlsStream(trio.abc.Stream):
-    """TLS over a connected trio socket, client side (see the module docstring)."""
+    """TLS over a connected trio socket (see the module docstring): a client verifying
+    ``server_hostname``, or with ``server_side`` a server (for Hypercorn)."""
 
     def __init__(
-        self, sock: trio.socket.SocketType, context: ssl.SSLContext, *, server_hostname: str
+        self,
+        sock: trio.socket.SocketType,
+        context: ssl.SSLContext,
+        *,
+        server_hostname: str | None = None,
+        server_side: bool = False,
     ) -> None:
         self._socket = sock
         self._fd = sock.fileno()
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(
-            self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname
+            self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
         )
         self._broken: BaseException | None = None
-        self._ended = False  # the server ended the stream: every later receive is the end
+        self._ended = False  # the peer ended the stream: every later receive is the end
         self._closed = False
+        self._reading = _Turn()  # the socket is read by one task at a time, as written
+        self._writing = _Turn()
 
     @property
     def socket(self) -> trio.socket.SocketType:
@@ -91,12 +126,21 @@ class TlsStream(trio.abc.Stream):
         """The session (peer certificate, ALPN protocol, cipher): for inspection only."""
         return self._tls
 
+    @property
+    def transport_stream(self) -> _Transport:
+        """What carries the TLS (its ``socket``), as trio's ``SSLStream`` has it."""
+        return _Transport(self._socket)
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self._tls.selected_alpn_protocol()
+
     def is_readable(self) -> bool:
         """Whether anything (bytes or EOF) has come that nobody asked for yet."""
         return bool(self._tls.pending() or self._incoming.pending or self._socket.is_readable())
 
     async def do_handshake(self) -> None:
-        """Negotiate TLS and verify the server; :class:`trio.BrokenResourceError` if not."""
+        """Negotiate TLS (a client verifies the server); :class:`trio.BrokenResourceError`
+        if it fails."""
         await self._run(self._tls.do_handshake)
 
     # -- receiving ----------------------------------------------------------------
@@ -186,7 +230,7 @@ class TlsStream(trio.abc.Stream):
         if not self._closed:
             self._closed = True
             try:
-                if self._broken is None:
+                if self._broken is None and not self._writing.busy:
                     self._say_goodbye()
             finally:
                 self._socket.close()
@@ -200,6 +244,8 @@ class TlsStream(trio.abc.Stream):
     def _write_what_fits(self) -> None:
         """Best effort, never waiting: what the kernel takes now of OpenSSL's output
         (a close_notify, an alert)."""
+        if self._writing.busy:  # a send is part-way: nothing may cut into its bytes
+            return
         data = self._outgoing.read()
         if data:
             with suppress(OSError):
@@ -237,41 +283,70 @@ class TlsStream(trio.abc.Stream):
             raise trio.BrokenResourceError("the TLS stream is broken") from self._broken
 
     async def _feed(self) -> None:
-        """Wait for ciphertext (or EOF) and hand it to OpenSSL."""
-        buffer = _feed_buffer()
-        while True:
-            await trio.lowlevel.wait_readable(self._socket)
-            try:
-                count = os.readv(self._fd, [buffer])
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                self._broken = exc
-                raise trio.BrokenResourceError(str(exc)) from exc
-            if count:
-                self._incoming.write(buffer[:count])
-            else:
-                self._incoming.write_eof()
+        """Wait for ciphertext (or EOF) and hand it to OpenSSL; if another task is already
+        waiting for it, wait for that instead (its bytes serve both)."""
+        if self._reading.busy:
+            await self._reading.wait()
             return
+        buffer = _feed_buffer()
+        self._reading.take()
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self._socket)
+                try:
+                    count = os.readv(self._fd, [buffer])
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    self._broken = exc
+                    raise trio.BrokenResourceError(str(exc)) from exc
+                if count:
+                    self._incoming.write(buffer[:count])
+                else:
+                    self._incoming.write_eof()
+                return
+        finally:
+            self._reading.give_back()
 
     async def _flush(self) -> None:
-        """Write out what OpenSSL produced; the stream is broken if this is cut short."""
+        """Write out what OpenSSL produced, after any other task's write in progress;
+        the stream is broken if this is cut short."""
+        await self._writing.wait()
         data = self._outgoing.read()
         if not data:
             return
         view = memoryview(data)
         try:
-            while view:
-                try:
-                    sent = os.write(self._fd, view)
-                except BlockingIOError:
-                    sent = 0
-                view = view[sent:]
-                if view:
+            try:
+                sent = os.write(self._fd, view)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(view):
+                return  # what nearly every write is: no waiting, no turn taken
+            view = view[sent:]
+            self._writing.take()
+            try:
+                while view:
                     await trio.lowlevel.wait_writable(self._socket)
+                    try:
+                        sent = os.write(self._fd, view)
+                    except BlockingIOError:
+                        sent = 0
+                    view = view[sent:]
+            finally:
+                self._writing.give_back()
         except OSError as exc:
             self._broken = exc
             raise trio.BrokenResourceError(str(exc)) from exc
         except BaseException as exc:  # cancelled part-way: the record stream is cut
             self._broken = exc
             raise
+
+
+class _Transport:
+    """The socket under a :class:`TlsStream` (Hypercorn reads its addresses)."""
+
+    __slots__ = ("socket",)
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self.socket = sock

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,3 +73,46 @@ def test_a_push_to_an_https_destination_verifies_it_and_lands(tmp_path: Path) ->
     finally:
         cluster.stop()
         panel.stop()
+
+
+def test_an_upload_over_https_lands_whole(tls_node: tuple[Node, Path]) -> None:
+    """A body of many TLS records through the server's TLS stream, twice on one connection."""
+    node, cert = tls_node
+    context = ssl.create_default_context(cafile=str(cert))
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(verify=context, headers=headers, timeout=60) as client:
+        for name in ("a.bin", "b.bin"):
+            body = os.urandom((5 << 20) + 3)
+            digest = hashlib.sha256(body).hexdigest()
+            response = client.put(
+                f"{node.url}/api/upload/local-0/{name}",
+                content=body,
+                headers={"X-Checksum-Sha256": digest},
+            )
+            assert response.status_code == 201, response.text
+            assert response.json()["sha256"] == digest
+            assert (node.data / name).read_bytes() == body
+
+
+def _alpn(url: str, cert: Path) -> str | None:
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        return tls.selected_alpn_protocol()
+
+
+def test_http2_is_offered_only_when_configured(tmp_path: Path, tls_node: tuple[Node, Path]) -> None:
+    node, cert = tls_node
+    assert _alpn(node.url, cert) == "http/1.1"  # a client preferring h2 gets HTTP/1.1
+    (tmp_path / "h2").mkdir()
+    cert2, key2 = self_signed(tmp_path / "h2")
+    ssl_config = {"enabled": True, "cert": str(cert2), "key": str(key2), "http2": True}
+    h2_node = Node(tmp_path / "h2home", {"api": {"ssl": ssl_config}}).start()
+    try:
+        assert _alpn(h2_node.url, cert2) == "h2"
+    finally:
+        h2_node.kill()

@@ -255,3 +255,39 @@ async def test_a_cancelled_receive_leaves_the_stream_usable(cert_pair: tuple[Pat
         assert await client.receive_some() == b"late"
         with pytest.raises(ValueError):
             await client.receive_some(0)
+
+
+async def test_a_server_stream_sends_and_receives_at_once(cert_pair: tuple[Path, Path]) -> None:
+    """Server side (as Hypercorn uses it): one task receives while another sends, both
+    ways bigger than the socket buffers, so writes wait part-way while reads go on."""
+    server_sock, client_sock = trio.socket.socketpair()
+    server = TlsStream(
+        server_sock, _server_context(cert_pair, ssl.TLSVersion.TLSv1_3), server_side=True
+    )
+    client_context = ssl.create_default_context(cafile=str(cert_pair[0]))
+    client = trio.SSLStream(
+        trio.SocketStream(client_sock), client_context, server_hostname="127.0.0.1"
+    )
+    up, down = os.urandom(8 << 20), os.urandom(8 << 20)
+    got_up, got_down = bytearray(), bytearray()
+
+    async def receive(stream: trio.abc.ReceiveStream, into: bytearray, size: int) -> None:
+        while len(into) < size:
+            into += await stream.receive_some(1 << 20)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.do_handshake)
+            await client.do_handshake()
+        assert server.selected_alpn_protocol() is None
+        assert server.transport_stream.socket is server_sock
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.send_all, down)
+                nursery.start_soon(receive, server, got_up, len(up))
+                nursery.start_soon(client.send_all, up)
+                nursery.start_soon(receive, client, got_down, len(down))
+        assert got_up == up and got_down == down
+    finally:
+        await server.aclose()
+        await trio.aclose_forcefully(client)
