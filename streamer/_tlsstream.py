@@ -1,7 +1,7 @@
-"""A TLS client stream on a trio socket that decrypts into the caller's buffer.
+"""A TLS stream on a trio socket that decrypts into the caller's buffer.
 
-:class:`trio.SSLStream` is general (either side, renegotiation, concurrent send and
-receive) and pays for it on every read: it hands back one TLS record (at most
+:class:`trio.SSLStream` is general (renegotiation, any number of tasks) and pays for
+it on every read: it hands back one TLS record (at most
 16 KiB) per ``receive_some``, each through its locks and retry machinery, as a
 fresh ``bytes``. A 1 GiB S3 download over TLS spent ~5 s of CPU that way, most of
 it Python around OpenSSL rather than OpenSSL itself. Through this stream a 512 MiB
@@ -9,7 +9,9 @@ GET from ``rclone serve s3`` takes 2.1-2.25 s of client CPU per GiB instead of
 3.9-4.4, and ``benchmarks.s3 --server rclone-tls`` downloads 1 GiB at 377 MB/s
 instead of 231.
 
-:class:`TlsStream` is the client side only, for :class:`.http11.Connection`:
+:class:`TlsStream` serves every TLS connection streamer makes (S3's
+:class:`.http11.Connection`, httpx through :mod:`streamer._httpcoretls`) or takes
+(Hypercorn, through :mod:`streamer._hypercorntls`):
 
 - ciphertext is read from the socket up to :data:`FEED_BYTES` at a time (into one
   scratch buffer per thread: nothing awaits between reading it and handing it to
@@ -18,16 +20,18 @@ instead of 231.
 - a send encrypts into the outgoing memory BIO and writes it with a non-blocking
   ``write`` first, waiting only for what the kernel does not take (a small request
   costs no scheduling, as on a plain socket);
-- the handshake verifies the server against the context (hostname included); a
-  failure is :class:`trio.BrokenResourceError` whose ``__cause__`` is the ssl
+- a client's handshake verifies the server against the context (hostname
+  included); a failure is :class:`trio.BrokenResourceError` whose ``__cause__`` is the ssl
   error that says why;
-- the end of the stream is ``b""`` / ``0`` whether the server sent close_notify or
+- the end of the stream is ``b""`` / ``0`` whether the peer sent close_notify or
   just closed (``https_compatible`` in trio's terms: HTTP's own framing tells a
   truncated body from a whole one);
-- :meth:`aclose` sends close_notify without waiting for the server's.
+- :meth:`aclose` sends close_notify without waiting for the peer's.
 
-Contract: one task uses the stream at a time (an HTTP/1.1 client connection never
-sends and receives at once). Like :class:`.http11.Connection`'s plain-socket path,
+Contract: one task receives and one task sends at a time, and the two may overlap
+(Hypercorn reads the next bytes while the app answers): each of reading the
+socket and writing it is one task's turn at a time, and an alert or close_notify
+never cuts into a send that is part-way. Like :class:`.http11.Connection`'s plain-socket path,
 and unlike trio's own streams, an operation is a checkpoint only when it waits: a
 send the kernel takes whole, or a receive of records already in, returns at once
 (a receive waits at least every :data:`FEED_BYTES` of ciphertext). Transport failures
