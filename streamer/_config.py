@@ -101,7 +101,7 @@ class S3Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     part_size_mib: Annotated[int, msgspec.Meta(ge=5, le=5120)] = 16
     parts_in_flight: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 5
-    sign_payload: bool = True
+    sign_payload: bool | Literal["auto"] = "auto"  # auto: over http only, as botocore
     ca_bundle: str = ""  # PEM CAs for an https endpoint; empty: AWS_CA_BUNDLE, else public
 
 

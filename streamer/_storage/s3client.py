@@ -4,9 +4,10 @@ Requests are signed by the AWS Common Runtime's SigV4 (no hand-rolled crypto;
 :mod:`.s3signer`) with the SHA-256 of the payload, which every request has
 because bodies are always in memory (a part at most): S3 rejects a body that
 does not hash to the signed value, so uploads are integrity-checked on the wire.
-With ``sign_payload`` off, object and part bodies are sent as
-``UNSIGNED-PAYLOAD`` instead (what the AWS CLI does over HTTPS): one SHA-256
-pass less per byte uploaded, the wire left to TCP's and TLS's checks.
+Over https (by default; ``sign_payload`` decides), object and part bodies are
+sent as ``UNSIGNED-PAYLOAD`` instead, as botocore and the AWS CLI do: one SHA-256
+pass less per byte uploaded, every byte guarded by TLS's AEAD (over plain http
+only TCP's checksum would guard it, so there bodies are signed).
 
 Requests are retried on connection errors, 5xx (but 501), 429 and S3's
 throttling codes, with exponential backoff and full jitter. Nearly every
@@ -258,8 +259,8 @@ class S3Client(MultipartOps):
     async def payload_hash(self, body: Body, *, sha256: str | None = None) -> str:
         """What an object or part upload of ``body`` signs as its payload: its SHA-256
         (``sha256`` when the caller already knows it), or ``UNSIGNED-PAYLOAD`` when
-        ``sign_payload`` is off."""
-        if not self.settings.sign_payload:
+        the settings do not sign payloads (by default: over https)."""
+        if not self.settings.signs_payload:
             return UNSIGNED_PAYLOAD
         return sha256 or await sha256_hex(body)
 

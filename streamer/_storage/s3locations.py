@@ -26,7 +26,7 @@ def settings_from(config: S3Config) -> S3Settings:
         part_size=config.part_size_mib * MiB,
         parts_in_flight=config.parts_in_flight,
         max_retries=config.max_retries,
-        sign_payload=config.sign_payload,
+        sign_payload=None if config.sign_payload == "auto" else config.sign_payload,
         ca_bundle=config.ca_bundle or None,
     )
 

@@ -42,7 +42,8 @@ class S3Settings:
     multipart copies (UploadPartCopy), used for objects over ``copy_object_max``
     bytes (at most S3's 5 GiB CopyObject limit); smaller ones take one CopyObject.
     ``sign_payload`` off sends object and part bodies as ``UNSIGNED-PAYLOAD``
-    (see :mod:`streamer._storage.s3client`). ``ca_bundle`` names a PEM file of the
+    (see :mod:`streamer._storage.s3client`); ``None`` (the default) signs them over
+    ``http`` only, as botocore does (:attr:`signs_payload`). ``ca_bundle`` names a PEM file of the
     certificate authorities an ``https`` endpoint must chain to (a private CA, a
     self-signed MinIO); ``None`` takes ``AWS_CA_BUNDLE`` from the environment, as the
     AWS CLI does, else the usual public ones.
@@ -66,7 +67,7 @@ class S3Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     max_connections: int = 64
-    sign_payload: bool = True
+    sign_payload: bool | None = None
     ca_bundle: str | None = None
 
     def __post_init__(self) -> None:
@@ -87,6 +88,14 @@ class S3Settings:
             )
         if self.max_retries < 0:
             raise ConfigError("s3 max_retries must not be negative")
+
+    @property
+    def signs_payload(self) -> bool:
+        """Whether upload bodies are signed by their SHA-256: ``sign_payload``, else
+        only over ``http`` (over https TLS's AEAD already guards every byte)."""
+        if self.sign_payload is not None:
+            return self.sign_payload
+        return urlsplit(self.endpoint).scheme != "https"
 
     @property
     def endpoint(self) -> str:
