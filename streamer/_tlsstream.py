@@ -203,8 +203,11 @@ class TlsStream(trio.abc.Stream):
         try:
             return await self._run(read)
         except trio.BrokenResourceError as exc:
-            if isinstance(exc.__cause__, ssl.SSLZeroReturnError | ssl.SSLEOFError):
-                self._broken, self._ended = None, True  # the end, with close_notify or not
+            cause = exc.__cause__
+            if isinstance(cause, ssl.SSLZeroReturnError | ssl.SSLEOFError) and (
+                self._broken is cause  # not a break from before (a send cut short) ...
+            ):
+                self._broken, self._ended = None, True  # ... but the end, clean or ragged
                 return end
             raise
 
@@ -217,13 +220,15 @@ class TlsStream(trio.abc.Stream):
             for start in range(0, len(view), SEND_PIECE):
                 await self._run(partial(self._tls.write, view[start : start + SEND_PIECE]))
         except BaseException as exc:  # cut short (even waiting to read): nothing may follow
-            self._broken = self._broken or exc
+            self._break(exc)
             raise
         if not view:
             self._check_usable()
             await trio.lowlevel.checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
+        self._check_usable()
+        await self._writing.wait()
         self._check_usable()
         await trio.lowlevel.wait_writable(self._socket)
 
@@ -277,8 +282,13 @@ class TlsStream(trio.abc.Stream):
 
     def _fail(self, exc: ssl.SSLError) -> None:
         """The session failed: remember why and send the alert that tells the server."""
-        self._broken = exc
+        self._break(exc)
         self._write_what_fits()
+
+    def _break(self, exc: BaseException) -> None:
+        """The stream is broken from now on; the first reason is the one kept."""
+        if self._broken is None:
+            self._broken = exc
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -291,6 +301,7 @@ class TlsStream(trio.abc.Stream):
         waiting for it, wait for that instead (its bytes serve both)."""
         if self._reading.busy:
             await self._reading.wait()
+            self._check_usable()  # closed meanwhile: its socket must not be touched
             return
         buffer = _feed_buffer()
         self._reading.take()
@@ -302,7 +313,7 @@ class TlsStream(trio.abc.Stream):
                 except BlockingIOError:
                     continue
                 except OSError as exc:
-                    self._broken = exc
+                    self._break(exc)
                     raise trio.BrokenResourceError(str(exc)) from exc
                 if count:
                     self._incoming.write(buffer[:count])
@@ -315,7 +326,10 @@ class TlsStream(trio.abc.Stream):
     async def _flush(self) -> None:
         """Write out what OpenSSL produced, after any other task's write in progress;
         the stream is broken if this is cut short."""
+        if not self._outgoing.pending:
+            return  # nothing to write: never wait on another task's send (a receive)
         await self._writing.wait()
+        self._check_usable()  # closed meanwhile: its descriptor may be another's now
         data = self._outgoing.read()
         if not data:
             return
@@ -340,10 +354,10 @@ class TlsStream(trio.abc.Stream):
             finally:
                 self._writing.give_back()
         except OSError as exc:
-            self._broken = exc
+            self._break(exc)
             raise trio.BrokenResourceError(str(exc)) from exc
         except BaseException as exc:  # cancelled part-way: the record stream is cut
-            self._broken = exc
+            self._break(exc)
             raise
 
 

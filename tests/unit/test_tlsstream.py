@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from streamer._tlsstream import TlsStream
 from tests.support.certs import self_signed
@@ -291,3 +292,88 @@ async def test_a_server_stream_sends_and_receives_at_once(cert_pair: tuple[Path,
     finally:
         await server.aclose()
         await trio.aclose_forcefully(client)
+
+
+@asynccontextmanager
+async def _server_stream(
+    cert_pair: tuple[Path, Path],
+) -> AsyncIterator[tuple[TlsStream, trio.SSLStream[trio.SocketStream]]]:
+    """``(server, client)``, negotiated: a server-side TlsStream and trio's client."""
+    server_sock, client_sock = trio.socket.socketpair()
+    context = _server_context(cert_pair, ssl.TLSVersion.TLSv1_3)
+    server = TlsStream(server_sock, context, server_side=True)
+    client = trio.SSLStream(
+        trio.SocketStream(client_sock),
+        ssl.create_default_context(cafile=str(cert_pair[0])),
+        server_hostname="127.0.0.1",
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.do_handshake)
+            await client.do_handshake()
+        yield server, client
+    finally:
+        await server.aclose()
+        await trio.aclose_forcefully(client)
+
+
+async def test_a_receive_does_not_wait_for_a_stuck_send(cert_pair: tuple[Path, Path]) -> None:
+    async with _server_stream(cert_pair) as (server, client), trio.open_nursery() as nursery:
+        nursery.start_soon(server.send_all, os.urandom(8 << 20))  # the client is not reading
+        await trio.testing.wait_all_tasks_blocked()
+        await client.send_all(b"hello")
+        with trio.fail_after(5):
+            assert await server.receive_some(100) == b"hello"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_task_waiting_its_turn_stops_at_a_close(
+    cert_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A send waiting for another's write to end must not write once the stream is
+    closed: its descriptor number may belong to something else by then."""
+    async with _server_stream(cert_pair) as (server, _client):
+        failures: list[BaseException] = []
+
+        async def send() -> None:
+            try:
+                await server.send_all(b"x" * 100)
+            except trio.ClosedResourceError as exc:
+                failures.append(exc)
+
+        server._writing.take()  # as if a send were part-way
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()
+            fd = server.socket.fileno()
+            await server.aclose()
+            reused = os.open(tmp_path / "victim", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                assert reused == fd  # the lowest free number: the socket's
+                server._writing.give_back()  # the other write ends
+            finally:
+                await trio.testing.wait_all_tasks_blocked()
+                os.close(reused)
+        assert len(failures) == 1
+        assert (tmp_path / "victim").read_bytes() == b""
+
+
+async def test_a_send_cut_short_is_not_forgotten_at_the_end(cert_pair: tuple[Path, Path]) -> None:
+    async with _server_stream(cert_pair) as (server, client):
+        received: list[bytes | BaseException] = []
+
+        async def receive() -> None:
+            try:
+                received.append(await server.receive_some())
+            except trio.BrokenResourceError as exc:
+                received.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)  # waiting for bytes meanwhile
+            with trio.move_on_after(0.1):
+                await server.send_all(os.urandom(16 << 20))  # cut part-way: a record is cut
+            await client.transport_stream.send_eof()  # and the peer ends (FIN, no close_notify)
+        [outcome] = received
+        assert isinstance(outcome, trio.BrokenResourceError)  # the break, not a clean end
+        with pytest.raises(trio.BrokenResourceError):
+            await server.send_all(b"after a truncated record")
