@@ -22,10 +22,11 @@ streamer's time is from the POST to the SSE ``complete`` event of a real ``strea
 serve`` process, through one HTTP client kept open across runs (as a panel keeps its
 connection: making an httpx client costs ~25 ms here, which is the harness's, not
 streamer's). Prints MB/s (files/s for trees), streamer/fastest-peer ratio (> 1:
-streamer is faster), each peer's peak RSS and streamer's cumulative peak RSS
-(VmHWM). Peers' downloads end in the page cache (they do not fsync); streamer makes
-each file durable before its atomic rename, so downloads also print the fastest peer
-followed by ``sync`` (timed together) and streamer's ratio against that.
+streamer is faster), each peer's peak RSS and CPU per run, and streamer's CPU per run
+and cumulative peak RSS (VmHWM). Peers' downloads end in the page cache (they do not
+fsync); streamer makes each file durable before its atomic rename, so downloads also
+print the fastest peer followed by ``sync`` (timed together) and streamer's ratio
+against that.
 Target (issue 4): ≥ 1.0x the fastest peer, streamer RSS < 150 MB.
 """
 
@@ -243,8 +244,18 @@ def seed(client: Any, src: Path, prefix: str) -> None:
         list(pool.map(put, files))
 
 
-def run_peer(argv: list[str], env: dict[str, str], log: Path) -> float:
-    """Run one peer command to completion; its peak RSS in MB (from wait4)."""
+@dataclass
+class PeerUsage:
+    """What a peer's runs of one case used: the highest peak RSS and the CPU in all."""
+
+    peak_rss_mb: float = 0.0
+    cpu_seconds: float = 0.0
+    runs: int = 0
+
+
+def run_peer(argv: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
+    """Run one peer command to completion; its peak RSS in MB and its CPU seconds
+    (user + system, from wait4)."""
     with open(log, "ab") as err:
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
     timer = threading.Timer(RUN_TIMEOUT, proc.kill)
@@ -257,18 +268,21 @@ def run_peer(argv: list[str], env: dict[str, str], log: Path) -> float:
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {' '.join(argv)}\n{tail}")
-    return usage.ru_maxrss * 1024 / MB
+    return usage.ru_maxrss * 1024 / MB, usage.ru_utime + usage.ru_stime
 
 
 def peer_run(
     argv: Callable[[Landing], list[str]],
     env: dict[str, str],
     log: Path,
-    rss: list[float],
+    usage: PeerUsage,
     at: Landing,
 ) -> None:
-    """One timed peer run landing at ``at``; keeps the highest peak RSS seen in ``rss[0]``."""
-    rss[0] = max(rss[0], run_peer(argv(at), env, log))
+    """One timed peer run landing at ``at``, its usage added to ``usage``."""
+    peak, cpu = run_peer(argv(at), env, log)
+    usage.peak_rss_mb = max(usage.peak_rss_mb, peak)
+    usage.cpu_seconds += cpu
+    usage.runs += 1
 
 
 def peer_commands(
@@ -458,7 +472,7 @@ def run_case(
     print(f"{case.title}:", flush=True)
     assert node.proc is not None
     pid = node.proc.pid
-    rss = {name: [0.0] for name, command in peers.items() if command is not None}
+    rss = {name: PeerUsage() for name, command in peers.items() if command is not None}
     contenders: dict[str, Callable[[Landing], object]] = {
         name: partial(peer_run, partial(command, case), env, log, rss[name])
         for name, command in peers.items()
@@ -511,7 +525,16 @@ def run_case(
             print(f"  {name}: FAILED: {failed[name]}".rstrip()[:600], flush=True)
             timings.pop(name, None)
         elif name in rss:
-            print(line(name, case, timings[name], f"   peak RSS {rss[name][0]:4.0f} MB"))
+            used = rss[name]
+            cpu_per_run = used.cpu_seconds / max(used.runs, 1)
+            print(
+                line(
+                    name,
+                    case,
+                    timings[name],
+                    f"   peak RSS {used.peak_rss_mb:4.0f} MB   CPU {cpu_per_run:5.2f} s/run",
+                )
+            )
         elif name != "streamer":
             print(line(name, case, timings[name]))
     if "streamer" not in timings:
