@@ -1,7 +1,7 @@
 """Node-to-node server transfer (seed 002) against tar pipelines, same run, same tree.
 
     .venv/bin/python -m benchmarks.node_transfer [--size-mib 1024] [--files 2000] [--runs 3]
-        [--formats tar.gz,tar.zst] [--no-fsync]
+        [--formats tar.gz,tar.zst] [--no-fsync] [--tls]
 
 A tree of ``--files`` files (half random, half compressible text) totalling about
 ``--size-mib`` MiB is pushed from a source ``streamer serve`` to a destination
@@ -10,8 +10,10 @@ A tree of ``--files`` files (half random, half compressible text) totalling abou
 stub, as tar.gz and tar.zst. Peers: ``tar c | gzip -1 | gzip -d | tar x`` and
 ``tar c | zstd -1 | zstd -d | tar x`` on the same tree, plain (page cache only) and
 followed by ``sync`` (streamer fsyncs every file before it commits). Hot page
-cache on the source side. Prints MB/s (of tree bytes), ratios and both
-servers' peak RSS. Target (issue 5): tar.zst >= 0.8x the zstd pipeline; RSS flat.
+cache on the source side. With ``--tls`` the destination serves https (a
+self-signed certificate the source trusts): what a real deployment's push costs.
+Prints MB/s (of tree bytes), ratios and both servers' peak RSS and CPU per push.
+Target (issue 5): tar.zst >= 0.8x the zstd pipeline; RSS flat.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import MB, best_of, peak_rss_mb, random_file, report, sh, tree_bytes
+from benchmarks._common import (
+    MB,
+    best_of,
+    cpu_seconds,
+    peak_rss_mb,
+    random_file,
+    report,
+    sh,
+    tree_bytes,
+)
 from tests.e2e.cluster import start_cluster
 
 WORDS = b"the quick brown fox jumps over lazy dog server level chunk entity player world".split()
@@ -65,10 +76,13 @@ def main() -> None:
     parser.add_argument(
         "--no-fsync", action="store_true", help="destination with fsync_before_commit: false"
     )
+    parser.add_argument("--tls", action="store_true", help="push to an https destination")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="streamer-node-bench-", dir=args.dir))
-    cluster = start_cluster(home, destination={"fsync_before_commit": not args.no_fsync})
+    cluster = start_cluster(
+        home, destination={"fsync_before_commit": not args.no_fsync}, tls=args.tls
+    )
     try:
         server = "0b5d6c2e-7a44-4f0e-9d1c-3e2a1b0c9d8e"
         src = cluster.source_servers / server
@@ -85,12 +99,22 @@ def main() -> None:
                 shutil.rmtree(path, ignore_errors=True)
             sh("sync")
 
+        assert cluster.source.proc is not None and cluster.destination.proc is not None
+        pids = {"source": cluster.source.proc.pid, "destination": cluster.destination.proc.pid}
+        cpu: dict[str, dict[str, float]] = {}  # format -> each node's CPU seconds, all pushes
+        pushes: dict[str, int] = {}
+
         def push(fmt: str) -> None:
             before = len(cluster.panel.for_server(server))
+            used = {side: cpu_seconds(pid) for side, pid in pids.items()}
             response = cluster.push(server, archive_format=fmt)
             assert response.status_code == 202, response.text
             calls = cluster.panel.wait(server, count=before + 1, timeout=3600)
             assert calls[-1].outcome == "success", calls[-1]
+            totals = cpu.setdefault(fmt, dict.fromkeys(pids, 0.0))
+            for side, pid in pids.items():
+                totals[side] += cpu_seconds(pid) - used[side]
+            pushes[fmt] = pushes.get(fmt, 0) + 1
 
         def pipeline(compress: str, durable: bool) -> None:
             peer_dst.mkdir(parents=True, exist_ok=True)
@@ -127,9 +151,15 @@ def main() -> None:
                 )
                 report(name, size, results[key], peer, results[peer_key])
                 report("", size, results[key], peer + " + sync", results[peer_key + " + sync"])
+                fmt = name.rsplit(" ", 1)[1]
+                per_push = {side: seconds / pushes[fmt] for side, seconds in cpu[fmt].items()}
+                print(
+                    f"{'':<44} CPU per push: source {per_push['source']:.2f} s, "
+                    f"destination {per_push['destination']:.2f} s",
+                    flush=True,
+                )
             else:
                 report(key, size, results[key])
-        assert cluster.source.proc is not None and cluster.destination.proc is not None
         print(
             f"peak RSS: source {peak_rss_mb(cluster.source.proc.pid):.0f} MB, "
             f"destination {peak_rss_mb(cluster.destination.proc.pid):.0f} MB "

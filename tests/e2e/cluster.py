@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.certs import self_signed
+
 from .node import Node
 from .panel_stub import PanelStub
 
@@ -86,12 +88,30 @@ def start_cluster(
     *,
     source: dict[str, Any] | None = None,
     destination: dict[str, Any] | None = None,
+    tls: bool = False,
 ) -> Cluster:
+    """A Panel stub and two started nodes under ``root``; ``source``/``destination``
+    are their ``transfers`` settings. With ``tls`` the destination serves https with
+    a self-signed certificate (in ``root``) that the source trusts by ``SSL_CERT_FILE``."""
     panel = PanelStub().start()
     src_home, dst_home = root / "source", root / "destination"
-    src = Node(src_home, node_config(panel, SOURCE_KEY, src_home, **(source or {})))
-    dst = Node(dst_home, node_config(panel, DESTINATION_KEY, dst_home, **(destination or {})))
-    return Cluster(panel, src.start(), dst.start())
+    src_config = node_config(panel, SOURCE_KEY, src_home, **(source or {}))
+    dst_config = node_config(panel, DESTINATION_KEY, dst_home, **(destination or {}))
+    src_env: dict[str, str] = {}
+    if tls:
+        cert, key = self_signed(root)
+        dst_config["api"] = {"ssl": {"enabled": True, "cert": str(cert), "key": str(key)}}
+        src_env["SSL_CERT_FILE"] = str(cert)
+    src = Node(src_home, src_config, env=src_env)
+    dst = Node(dst_home, dst_config)
+    try:
+        return Cluster(panel, src.start(), dst.start())
+    except BaseException:
+        for node in (src, dst):
+            if node.alive:
+                node.kill()
+        panel.stop()
+        raise
 
 
 def new_server() -> str:

@@ -14,17 +14,8 @@ import pytest
 
 from tests.support.certs import self_signed
 
-from .cluster import (
-    DESTINATION_KEY,
-    SOURCE_KEY,
-    Cluster,
-    new_server,
-    node_config,
-    server_tree,
-    snapshot,
-)
+from .cluster import new_server, server_tree, snapshot, start_cluster
 from .node import TOKEN, Node
-from .panel_stub import PanelStub
 
 
 @pytest.fixture
@@ -51,15 +42,7 @@ def test_serves_https_with_the_configured_certificate(tls_node: tuple[Node, Path
 def test_a_push_to_an_https_destination_verifies_it_and_lands(tmp_path: Path) -> None:
     """The source's archive push speaks TLS to the destination (through streamer's
     lean TLS stream), trusting the destination's certificate by ``SSL_CERT_FILE``."""
-    cert, key = self_signed(tmp_path)
-    panel = PanelStub().start()
-    src_home, dst_home = tmp_path / "source", tmp_path / "destination"
-    tls = {"api": {"ssl": {"enabled": True, "cert": str(cert), "key": str(key)}}}
-    source = Node(
-        src_home, node_config(panel, SOURCE_KEY, src_home), env={"SSL_CERT_FILE": str(cert)}
-    )
-    destination = Node(dst_home, node_config(panel, DESTINATION_KEY, dst_home) | tls)
-    cluster = Cluster(panel, source.start(), destination.start())
+    cluster = start_cluster(tmp_path, tls=True)
     try:
         assert cluster.transfer_url().startswith("https://")
         server = new_server()
@@ -72,7 +55,6 @@ def test_a_push_to_an_https_destination_verifies_it_and_lands(tmp_path: Path) ->
         assert cluster.source.wait(response.json()["jobId"])["status"] == "completed"
     finally:
         cluster.stop()
-        panel.stop()
 
 
 def test_an_upload_over_https_lands_whole(tls_node: tuple[Node, Path]) -> None:
