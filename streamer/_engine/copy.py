@@ -25,7 +25,10 @@ A destination that publishes more cheaply when it knows the digest first
 the declared SHA-256 when the source has one, else the file hashed before
 the copy when the source can (:class:`~streamer._storage.HashableSource`: a
 local file). The bytes copied are hashed all the same, and the writer refuses
-to publish if they hash to anything else (the file changed in between).
+to publish if they hash to anything else (the file changed in between). When the
+writer signs each part by its SHA-256 (S3 over plain http), that pre-pass also
+hashes the parts, in a second thread: the upload then hashes each byte once, not
+twice, and a part that changed since is refused by the server.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from .._storage import (
     CopyResult,
     DeclaringSource,
     DigestFirst,
+    FileDigest,
     HashableSource,
     PartLender,
     PositionalSource,
@@ -311,11 +315,17 @@ async def _open_writer(file: FileTask, ends: Ends, conflict: Conflict, tag: str)
     helps the destination and the digest is declared or cheap to get (module doc)."""
     digest_first = ends.digest_first
     if digest_first is not None and digest_first.wants_sha256_first(file.size):
-        sha256 = file.expected_sha256
-        if sha256 is None and ends.hashable is not None:
-            sha256 = await ends.hashable.file_sha256(file.source)
-        if sha256 is not None:
+        digest = None if file.expected_sha256 is None else FileDigest(file.expected_sha256)
+        if digest is None and ends.hashable is not None:
+            part_size = digest_first.signed_part_size(file.size)
+            digest = await ends.hashable.file_digest(file.source, part_size=part_size)
+        if digest is not None:
             return await digest_first.open_writer(
-                file.destination, conflict=conflict, tag=tag, sha256=sha256, mtime_ns=file.mtime_ns
+                file.destination,
+                conflict=conflict,
+                tag=tag,
+                sha256=digest.sha256,
+                mtime_ns=file.mtime_ns,
+                part_sha256s=digest.part_sha256s,
             )
     return await ends.destination.open_writer(file.destination, conflict=conflict, tag=tag)

@@ -144,6 +144,12 @@ class DigestFirst(Protocol):
         """Whether announcing the digest of a ``size``-byte file is worth hashing it first."""
         ...
 
+    def signed_part_size(self, size: int) -> int | None:
+        """The size of the parts a writer of a ``size``-byte object hashes one by one
+        to sign them (S3 over plain http), or ``None`` when it hashes none: their
+        SHA-256s, announced with the content's, spare it that pass."""
+        ...
+
     async def open_writer(
         self,
         path: str,
@@ -152,18 +158,31 @@ class DigestFirst(Protocol):
         tag: str,
         sha256: str | None = None,
         mtime_ns: int | None = None,
+        part_sha256s: tuple[str, ...] = (),
     ) -> Writer:
         """:meth:`Storage.open_writer`, announcing ``sha256`` (and ``mtime_ns``): the
-        writer's ``commit`` raises ``SourceChanged`` unless its ``sha256`` is that one."""
+        writer's ``commit`` raises ``SourceChanged`` unless its ``sha256`` is that one.
+        ``part_sha256s`` announces the SHA-256 of each :meth:`signed_part_size` slice
+        of the content; a part whose bytes hash otherwise fails (``SourceChanged``)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigest:
+    """A file's SHA-256 (hex) and, when asked for, that of each ``part_size`` slice
+    (the last one may be shorter), hashed before the file is copied."""
+
+    sha256: str
+    part_sha256s: tuple[str, ...] = ()
 
 
 @runtime_checkable
 class HashableSource(Protocol):
     """A storage that can hash a file cheaply before it is copied (a local disk)."""
 
-    async def file_sha256(self, path: str) -> str:
-        """The SHA-256 (hex) of the file at ``path`` as it is now."""
+    async def file_digest(self, path: str, *, part_size: int | None = None) -> FileDigest:
+        """The SHA-256 of the file at ``path`` as it is now and, with ``part_size``,
+        of each of its ``part_size`` slices."""
         ...
 
 

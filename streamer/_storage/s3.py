@@ -196,16 +196,26 @@ class S3Storage:
         tag: str,
         sha256: str | None = None,
         mtime_ns: int | None = None,
+        part_sha256s: tuple[str, ...] = (),
     ) -> S3Writer:
         """A writer for ``path``; ``sha256`` announces the digest of the bytes to come
-        (see :class:`S3Writer`: a multipart object then skips the staging copy)."""
+        (see :class:`S3Writer`: a multipart object then skips the staging copy),
+        ``part_sha256s`` those of its parts (signed as they are, not hashed again)."""
         if not path:
             raise InvalidPath("cannot write to the location root itself")
-        return S3Writer(self, path, conflict, tag, sha256=sha256, mtime_ns=mtime_ns)
+        return S3Writer(
+            self, path, conflict, tag, sha256=sha256, mtime_ns=mtime_ns, part_sha256s=part_sha256s
+        )
 
     def wants_sha256_first(self, size: int) -> bool:
         """Whether announcing the digest saves work: objects written in several parts."""
         return size > self.settings.part_size
+
+    def signed_part_size(self, size: int) -> int | None:
+        """The part size when a ``size``-byte object goes in parts whose payloads are
+        signed by their SHA-256 (``s3.sign_payload``), else ``None``."""
+        settings = self.settings
+        return settings.part_size if settings.signs_payload and size > settings.part_size else None
 
     async def copy_within(
         self, source: object, source_path: str, path: str, *, conflict: Conflict, tag: str

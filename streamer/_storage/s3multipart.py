@@ -96,9 +96,17 @@ class MultipartOps:
                 self.orphans_aborted += 1
 
     async def upload_part(
-        self, bucket: str, key: str, upload_id: str, number: int, body: Body
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        *,
+        sha256: str | None = None,
     ) -> str:
-        """Upload part ``number`` (1-based); returns its ETag."""
+        """Upload part ``number`` (1-based); returns its ETag. ``sha256``: the body's,
+        when known (signed as its payload hash, when payloads are signed)."""
         query = [("partNumber", str(number)), ("uploadId", upload_id)]
         req = Request(
             "PUT",
@@ -106,7 +114,7 @@ class MultipartOps:
             key,
             query=query,
             body=body,
-            payload_sha256=await self.payload_hash(body),
+            payload_sha256=await self.payload_hash(body, sha256=sha256),
         )
         return str((await self._call(req)).headers.get("etag", ""))
 

@@ -67,6 +67,8 @@ if TYPE_CHECKING:
     from .s3object import ObjectInfo
 
 SHA256_KEY = "sha256"
+#: S3's code for a body that does not hash to its signed ``x-amz-content-sha256``.
+CONTENT_SHA256_MISMATCH = "XAmzContentSHA256Mismatch"
 MTIME_KEY = "mtime"
 MAX_RENAME_ATTEMPTS = 10_000
 _MTIME = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
@@ -126,7 +128,10 @@ class S3Writer:
     is then uploaded directly to its final key (except under ``rename``) with
     that digest and ``mtime_ns`` as metadata (the commit's ``mtime_ns`` is not
     used then), and :meth:`commit` raises ``SourceChanged`` unless its
-    ``sha256`` is the one announced.
+    ``sha256`` is the one announced. ``part_sha256s`` announces each part's
+    digest, which its upload then signs instead of hashing the part again;
+    a server that finds the part's bytes hash otherwise refuses it, reported
+    as ``SourceChanged`` (one that does not check is still caught by ``commit``).
     """
 
     def __init__(
@@ -138,6 +143,7 @@ class S3Writer:
         *,
         sha256: str | None = None,
         mtime_ns: int | None = None,
+        part_sha256s: tuple[str, ...] = (),
     ) -> None:
         self._storage = storage
         self._client = storage.client
@@ -149,6 +155,7 @@ class S3Writer:
         self._direct = self._announced is not None and conflict is not Conflict.RENAME
         self._upload_key = path if self._direct else self._staging
         self._part_size = storage.settings.part_size
+        self._part_sha256s = part_sha256s
         self._buffer = PartBuffer(self._part_size)
         self._size = 0
         self._slots = trio.Semaphore(storage.settings.parts_in_flight)
@@ -208,11 +215,20 @@ class S3Writer:
         self._tasks.start_soon(self._upload_part, self._upload_id, len(self._etags), data)
 
     async def _upload_part(self, upload_id: str, number: int, data: memoryview) -> None:
+        announced = self._part_sha256s[number - 1] if number <= len(self._part_sha256s) else None
         try:
             self._etags[number - 1] = await self._client.upload_part(
-                self._bucket, self._upload_key, upload_id, number, data
+                self._bucket, self._upload_key, upload_id, number, data, sha256=announced
             )
             self._buffer.recycle(data)
+        except S3Error as exc:
+            if announced is None or exc.code != CONTENT_SHA256_MISMATCH:
+                raise
+            raise StorageError(
+                f"{self._path}: part {number} does not hash to the {announced} announced "
+                "(the source changed?)",
+                code=SOURCE_CHANGED,
+            ) from exc
         finally:
             self._slots.release()
 

@@ -13,14 +13,15 @@ import pytest
 from streamer._concurrency import cleanup
 from streamer._engine import JobStatus
 from streamer._errors import StorageError
-from streamer._storage import LocalStorage
+from streamer._storage import FileDigest, LocalStorage, s3body, s3client
 from streamer._storage.base import Conflict
 from streamer._storage.s3 import S3Storage
 from streamer._storage.s3client import S3Client
 from streamer._storage.s3settings import S3Settings
 from streamer._storage.s3writer import format_mtime
+from tests.support.faultproxy import FaultProxy, RequestHead, s3_error_body
 
-from .conftest import PART
+from .conftest import PART, Proxied
 from .helpers import download, keys, randbytes, sha, upload, upload_job, uploads
 
 MTIME_NS = 1_600_000_000_123_456_789
@@ -71,8 +72,8 @@ async def test_bytes_that_are_not_the_announced_ones_publish_nothing(
 class ChangingLocal(LocalStorage):
     """A local disk whose files change right after being hashed (as a live file might)."""
 
-    async def file_sha256(self, path: str) -> str:
-        digest = await super().file_sha256(path)
+    async def file_digest(self, path: str, *, part_size: int | None = None) -> FileDigest:
+        digest = await super().file_digest(path, part_size=part_size)
         _overwrite_start(self.resolve(path), b"changed!")
         return digest
 
@@ -113,3 +114,59 @@ async def test_unsigned_payloads_store_the_same_bytes(
         assert await upload(storage, "u.bin", data, chunk=PART - 1) == "u.bin"
         assert await download(storage, "u.bin") == data
     assert admin.head_object(Bucket=bucket, Key="u.bin")["Metadata"]["sha256"] == sha(data)
+
+
+def _part_uploads(proxy: FaultProxy) -> list[RequestHead]:
+    return [head for head in proxy.log if head.method == "PUT" and "partNumber=" in head.target]
+
+
+async def test_a_local_upload_signs_each_part_by_the_digest_hashed_first(
+    tmp_path: Path, proxied: Proxied, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over plain http parts are signed by their SHA-256: the file's pre-pass hashes
+    them (beside the whole file), so no part is hashed again on its way up."""
+    data = os.urandom(2 * PART + 1)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/big.bin").write_bytes(data)
+    hashed: list[int] = []
+    real = s3body.sha256_hex
+
+    async def counting(body: s3body.Body) -> str:
+        hashed.append(len(body))
+        return await real(body)
+
+    monkeypatch.setattr(s3client, "sha256_hex", counting)
+    local = LocalStorage("local-0", tmp_path / "data")
+    job = await upload_job(tmp_path, local, bucket, proxied.storage)
+    assert job.status is JobStatus.COMPLETED, job.errors
+    parts = [data[at : at + PART] for at in range(0, len(data), PART)]
+    signed = [head.headers["x-amz-content-sha256"] for head in _part_uploads(proxied.proxy)]
+    assert signed == [sha(part) for part in parts]
+    assert not [size for size in hashed if size >= PART]
+    assert await download(proxied.storage, "up/big.bin") == data
+
+
+async def test_a_part_the_server_finds_changed_fails_the_file_as_source_changed(
+    tmp_path: Path, proxied: Proxied, admin: Any, bucket: str
+) -> None:
+    """A server that checks signed payloads (AWS, MinIO; not rclone or moto) refuses a part that
+    changed after the pre-pass hashed it: the file fails ``SourceChanged``, its
+    upload is aborted and nothing is published."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/big.bin").write_bytes(os.urandom(2 * PART + 1))
+    mismatch = s3_error_body(
+        "XAmzContentSHA256Mismatch",
+        "The provided 'x-amz-content-sha256' header does not match what was computed.",
+    )
+    proxied.proxy.fail_next(
+        status=400, body=mismatch, when=lambda head: "partNumber=1&" in head.target
+    )
+    job = await upload_job(
+        tmp_path, ChangingLocal("local-0", tmp_path / "data"), bucket, proxied.storage
+    )
+    assert proxied.proxy.failed == 1
+    assert job.status is JobStatus.FAILED
+    assert [e.error for e in job.errors] == ["SourceChanged"]
+    assert "part 1" in job.errors[0].message
+    assert keys(admin, bucket) == []
+    assert uploads(admin, bucket) == []

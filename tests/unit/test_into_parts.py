@@ -40,7 +40,14 @@ class FakeClient:
         return "upload-1"
 
     async def upload_part(
-        self, bucket: str, key: str, upload_id: str, number: int, body: memoryview
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: memoryview,
+        *,
+        sha256: str | None = None,
     ) -> str:
         self.uploading.add(id(body.obj))
         self.buffers.add(id(body.obj))

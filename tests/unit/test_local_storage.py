@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from streamer._errors import InvalidPath, PathBlocked, SourceNotFound, StorageError
-from streamer._storage import Conflict, LocalStorage
+from streamer._storage import Conflict, FileDigest, LocalStorage
 from streamer._storage.localwriter import HOLD_BYTES, LocalWriter
 
 
@@ -158,17 +158,43 @@ async def test_a_symlink_at_the_final_name_is_replaced_not_written_through(
     assert not [name for name in os.listdir(root / "d") if name.startswith(".streamer")]
 
 
-async def test_file_sha256_hashes_the_file_and_stops_when_cancelled(
+async def test_file_digest_hashes_the_file_and_stops_when_cancelled(
     storage: LocalStorage,
 ) -> None:
     root = Path(storage.root)
     (root / "small.bin").write_bytes(b"abc" * 500_000)
-    assert await storage.file_sha256("small.bin") == hashlib.sha256(b"abc" * 500_000).hexdigest()
+    digest = await storage.file_digest("small.bin")
+    assert digest == FileDigest(hashlib.sha256(b"abc" * 500_000).hexdigest())
     with open(root / "huge.bin", "wb") as f:  # noqa: ASYNC230 - creating a fixture
         f.truncate(1 << 40)  # sparse: hashing it whole would take minutes
-    with trio.move_on_after(0.2) as scope:
-        await storage.file_sha256("huge.bin")
-    assert scope.cancelled_caught
+    for part_size in (None, 1 << 20):  # the parts' thread stops too
+        with trio.move_on_after(0.2) as scope:
+            await storage.file_digest("huge.bin", part_size=part_size)
+        assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize(
+    ("size", "part_size"),
+    [(0, 4), (3, 4), (8, 4), (9, 4), (3 << 20, 1 << 20), ((5 << 20) + 7, 2 << 20)],
+    ids=["empty", "one-short", "exact", "remainder", "chunk-aligned", "unaligned-mib"],
+)
+async def test_file_digest_hashes_each_part_size_slice(
+    storage: LocalStorage, size: int, part_size: int
+) -> None:
+    """Slices as an S3 writer cuts parts: every ``part_size`` bytes, the last shorter,
+    none for an empty file; the whole file's digest beside them."""
+    data = os.urandom(size)
+    (Path(storage.root) / "f.bin").write_bytes(data)
+    digest = await storage.file_digest("f.bin", part_size=part_size)
+    slices = [data[at : at + part_size] for at in range(0, size, part_size)]
+    assert digest == FileDigest(
+        hashlib.sha256(data).hexdigest(), tuple(hashlib.sha256(s).hexdigest() for s in slices)
+    )
+
+
+async def test_file_digest_of_a_missing_file_is_not_found(storage: LocalStorage) -> None:
+    with pytest.raises(SourceNotFound):
+        await storage.file_digest("nope.bin", part_size=4)
 
 
 async def test_a_failed_write_of_held_bytes_leaves_no_temp(
