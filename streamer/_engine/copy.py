@@ -311,21 +311,25 @@ async def _move_small(
 
 
 async def _open_writer(file: FileTask, ends: Ends, conflict: Conflict, tag: str) -> Writer:
-    """The destination's writer for ``file``, told the digest up front when that
-    helps the destination and the digest is declared or cheap to get (module doc)."""
+    """The destination's writer for ``file``, told the file's size when it takes it
+    (S3: parts sized to fit its part limit), and the digest up front when that helps
+    the destination and the digest is declared or cheap to get (module doc)."""
     digest_first = ends.digest_first
-    if digest_first is not None and digest_first.wants_sha256_first(file.size):
-        digest = None if file.expected_sha256 is None else FileDigest(file.expected_sha256)
-        if digest is None and ends.hashable is not None:
+    if digest_first is None:
+        return await ends.destination.open_writer(file.destination, conflict=conflict, tag=tag)
+    digest = None
+    if digest_first.wants_sha256_first(file.size):
+        if file.expected_sha256 is not None:
+            digest = FileDigest(file.expected_sha256)
+        elif ends.hashable is not None:
             part_size = digest_first.signed_part_size(file.size)
             digest = await ends.hashable.file_digest(file.source, part_size=part_size)
-        if digest is not None:
-            return await digest_first.open_writer(
-                file.destination,
-                conflict=conflict,
-                tag=tag,
-                sha256=digest.sha256,
-                mtime_ns=file.mtime_ns,
-                part_sha256s=digest.part_sha256s,
-            )
-    return await ends.destination.open_writer(file.destination, conflict=conflict, tag=tag)
+    return await digest_first.open_writer(
+        file.destination,
+        conflict=conflict,
+        tag=tag,
+        size=None if file.size == UNKNOWN_SIZE else file.size,
+        sha256=None if digest is None else digest.sha256,
+        mtime_ns=None if digest is None else file.mtime_ns,
+        part_sha256s=() if digest is None else digest.part_sha256s,
+    )

@@ -137,8 +137,9 @@ class ServerSideCopy(Protocol):
 
 @runtime_checkable
 class DigestFirst(Protocol):
-    """A storage whose writers publish more cheaply when told the content's SHA-256
-    before the bytes (S3: a direct multipart upload instead of a staged copy)."""
+    """A storage whose writers publish more cheaply when told the content's size and
+    SHA-256 before the bytes (S3: parts sized to fit its part limit, a direct
+    multipart upload instead of a staged copy)."""
 
     def wants_sha256_first(self, size: int) -> bool:
         """Whether announcing the digest of a ``size``-byte file is worth hashing it first."""
@@ -156,12 +157,14 @@ class DigestFirst(Protocol):
         *,
         conflict: Conflict,
         tag: str,
+        size: int | None = None,
         sha256: str | None = None,
         mtime_ns: int | None = None,
         part_sha256s: tuple[str, ...] = (),
     ) -> Writer:
-        """:meth:`Storage.open_writer`, announcing ``sha256`` (and ``mtime_ns``): the
-        writer's ``commit`` raises ``SourceChanged`` unless its ``sha256`` is that one.
+        """:meth:`Storage.open_writer`, announcing ``size`` (the bytes to come, if
+        known), ``sha256`` (and ``mtime_ns``): the writer's ``commit`` raises
+        ``SourceChanged`` unless its ``sha256`` is that one.
         ``part_sha256s`` announces the SHA-256 of each :meth:`signed_part_size` slice
         of the content; a part whose bytes hash otherwise fails (``SourceChanged``)."""
         ...

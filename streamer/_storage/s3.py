@@ -194,17 +194,26 @@ class S3Storage:
         *,
         conflict: Conflict,
         tag: str,
+        size: int | None = None,
         sha256: str | None = None,
         mtime_ns: int | None = None,
         part_sha256s: tuple[str, ...] = (),
     ) -> S3Writer:
-        """A writer for ``path``; ``sha256`` announces the digest of the bytes to come
-        (see :class:`S3Writer`: a multipart object then skips the staging copy),
+        """A writer for ``path``; ``size`` announces how many bytes will come (parts
+        are then sized to fit S3's part limit), ``sha256`` their digest (see
+        :class:`S3Writer`: a multipart object then skips the staging copy),
         ``part_sha256s`` those of its parts (signed as they are, not hashed again)."""
         if not path:
             raise InvalidPath("cannot write to the location root itself")
         return S3Writer(
-            self, path, conflict, tag, sha256=sha256, mtime_ns=mtime_ns, part_sha256s=part_sha256s
+            self,
+            path,
+            conflict,
+            tag,
+            sha256=sha256,
+            mtime_ns=mtime_ns,
+            part_sha256s=part_sha256s,
+            size=size,
         )
 
     def wants_sha256_first(self, size: int) -> bool:
@@ -214,8 +223,8 @@ class S3Storage:
     def signed_part_size(self, size: int) -> int | None:
         """The part size when a ``size``-byte object goes in parts whose payloads are
         signed by their SHA-256 (``s3.sign_payload``), else ``None``."""
-        settings = self.settings
-        return settings.part_size if settings.signs_payload and size > settings.part_size else None
+        part_size = self.settings.upload_part_size(size)
+        return part_size if self.settings.signs_payload and size > part_size else None
 
     async def copy_within(
         self, source: object, source_path: str, path: str, *, conflict: Conflict, tag: str

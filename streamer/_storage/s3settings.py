@@ -48,6 +48,7 @@ class S3Settings:
     self-signed MinIO); ``None`` takes ``AWS_CA_BUNDLE`` from the environment, as the
     AWS CLI does, else the usual public ones.
     Retries back off from ``backoff_base`` seconds, doubling up to ``backoff_max``.
+    ``max_parts`` is S3's limit of parts per multipart upload (10,000; lower in tests).
     """
 
     endpoint_url: str = ""
@@ -69,6 +70,7 @@ class S3Settings:
     max_connections: int = 64
     sign_payload: bool | None = None
     ca_bundle: str | None = None
+    max_parts: int = MAX_PARTS
 
     def __post_init__(self) -> None:
         for name in ("part_size", "copy_part_size"):
@@ -79,7 +81,7 @@ class S3Settings:
             raise ConfigError(
                 f"s3 addressing_style must be 'path' or 'virtual', not {self.addressing_style!r}"
             )
-        for name in ("parts_in_flight", "list_page_size", "max_connections"):
+        for name in ("parts_in_flight", "list_page_size", "max_connections", "max_parts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"s3 {name} must be at least 1")
         if not 0 <= self.copy_object_max <= MAX_COPY_OBJECT:
@@ -88,6 +90,21 @@ class S3Settings:
             )
         if self.max_retries < 0:
             raise ConfigError("s3 max_retries must not be negative")
+
+    def upload_part_size(self, size: int | None) -> int:
+        """The part size of a multipart upload of ``size`` bytes (``None``: not known
+        yet): ``part_size``, or, for an object that would need more than
+        ``max_parts`` of them (over 156 GiB at 16 MiB), the smallest whole number of
+        MiB that fits it in ``max_parts``, as the AWS CLI and rclone raise theirs."""
+        if size is None or size <= self.part_size * self.max_parts:
+            return self.part_size
+        return min(MAX_PART_SIZE, -(-size // (self.max_parts * MiB)) * MiB)
+
+    def upload_parts_in_flight(self, part_size: int) -> int:
+        """How many parts of ``part_size`` bytes an upload holds at once:
+        ``parts_in_flight``, fewer for raised parts, so that its memory stays within
+        ``parts_in_flight * self.part_size`` (at least one part)."""
+        return max(1, self.parts_in_flight * self.part_size // part_size)
 
     @property
     def signs_payload(self) -> bool:

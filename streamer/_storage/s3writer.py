@@ -60,7 +60,6 @@ from .base import Conflict
 from .local import temp_name
 from .s3errors import PRECONDITION_FAILED, SOURCE_CHANGED, S3Error
 from .s3parts import PartBuffer
-from .s3settings import MAX_PARTS
 
 if TYPE_CHECKING:
     from .s3 import S3Storage
@@ -69,6 +68,7 @@ if TYPE_CHECKING:
 SHA256_KEY = "sha256"
 #: S3's code for a body that does not hash to its signed ``x-amz-content-sha256``.
 CONTENT_SHA256_MISMATCH = "XAmzContentSHA256Mismatch"
+TOO_MANY_PARTS = "TooManyParts"
 MTIME_KEY = "mtime"
 MAX_RENAME_ATTEMPTS = 10_000
 _MTIME = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
@@ -123,6 +123,10 @@ class S3Writer:
     Instead of :meth:`write`, a caller may fill the parts' buffers in place
     (:meth:`lend_part`, :meth:`part_filled`: a
     :class:`~streamer._storage.base.PartLender`), under the same bound.
+    ``size`` announces how many bytes will come: an object too big for
+    ``max_parts`` parts of ``part_size`` gets bigger parts, fewer at once
+    (:meth:`S3Settings.upload_part_size`: the memory bound holds). Without it a
+    part past the limit fails ``TooManyParts`` before it is sent.
 
     ``sha256`` announces the digest of the bytes to come: a multipart object
     is then uploaded directly to its final key (except under ``rename``) with
@@ -144,6 +148,7 @@ class S3Writer:
         sha256: str | None = None,
         mtime_ns: int | None = None,
         part_sha256s: tuple[str, ...] = (),
+        size: int | None = None,
     ) -> None:
         self._storage = storage
         self._client = storage.client
@@ -154,11 +159,12 @@ class S3Writer:
         self._announced = None if sha256 is None else object_metadata(sha256, mtime_ns)
         self._direct = self._announced is not None and conflict is not Conflict.RENAME
         self._upload_key = path if self._direct else self._staging
-        self._part_size = storage.settings.part_size
+        settings = storage.settings
+        self._part_size = settings.upload_part_size(size)
         self._part_sha256s = part_sha256s
         self._buffer = PartBuffer(self._part_size)
         self._size = 0
-        self._slots = trio.Semaphore(storage.settings.parts_in_flight)
+        self._slots = trio.Semaphore(settings.upload_parts_in_flight(self._part_size))
         self._has_slot = False  # whether the buffer being filled holds a slot
         self._tasks = BackgroundTasks(storage.client.nursery)
         self._upload_id: str | None = None  # the multipart upload of the bytes written
@@ -196,7 +202,15 @@ class S3Writer:
         self._tasks.raise_if_failed()
 
     async def _ship(self) -> None:
-        """Upload the buffer as the next part in the background (its slot goes with it)."""
+        """Upload the buffer as the next part in the background (its slot goes with it);
+        ``TooManyParts`` instead of a part past S3's limit."""
+        max_parts = self._storage.settings.max_parts
+        if len(self._etags) == max_parts:
+            raise StorageError(
+                f"{self._path}: more than {max_parts} parts of {self._part_size} bytes "
+                "(S3's limit): announce the size, or raise s3.part_size_mib",
+                code=TOO_MANY_PARTS,
+            )
         if self._upload_id is None:
             if self._direct:
                 assert self._announced is not None
@@ -368,7 +382,8 @@ class S3Writer:
         await self._abort_publishing()  # an earlier attempt's, e.g. before a 501 fallback
         upload_id = await self._client.create_multipart_upload(self._bucket, key, metadata=metadata)
         self._publishing = (key, upload_id)
-        step = max(self._storage.settings.copy_part_size, -(-self._size // MAX_PARTS))
+        settings = self._storage.settings
+        step = max(settings.copy_part_size, -(-self._size // settings.max_parts))
         ranges = [(start, min(start + step, self._size)) for start in range(0, self._size, step)]
         etags = [""] * len(ranges)
         limiter = trio.CapacityLimiter(self._storage.settings.parts_in_flight)

@@ -71,7 +71,11 @@ class FakeClient:
 
 
 def _writer(client: FakeClient, sha256: str) -> S3Writer:
-    settings = SimpleNamespace(part_size=PART, parts_in_flight=IN_FLIGHT)
+    settings = SimpleNamespace(  # S3Settings refuses parts this small
+        upload_part_size=lambda size: PART,
+        upload_parts_in_flight=lambda part_size: IN_FLIGHT,
+        max_parts=10_000,
+    )
     storage = SimpleNamespace(client=client, bucket="b", settings=settings)
     return S3Writer(cast(Any, storage), "big.bin", Conflict.OVERWRITE, "t", sha256=sha256)
 

@@ -1,0 +1,99 @@
+"""S3's 10,000-part limit: an upload of a known size raises its part size to fit (within
+the same memory), and one that would still pass the limit fails clearly, before S3 does."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer._concurrency import cleanup
+from streamer._engine import JobStatus
+from streamer._errors import StorageError
+from streamer._storage import LocalStorage
+from streamer._storage.base import Conflict
+from streamer._storage.s3 import S3Storage
+from streamer._storage.s3settings import GiB, MiB, S3Settings
+
+from .conftest import PART, Proxied
+from .helpers import download, randbytes, sha, upload_job, uploads
+
+
+@pytest.mark.parametrize(
+    ("size", "part_size", "in_flight"),
+    [
+        (None, 16 * MiB, 4),  # not known: as configured
+        (16 * MiB * 10_000, 16 * MiB, 4),  # exactly 10,000 parts still fit
+        (16 * MiB * 10_000 + 1, 17 * MiB, 3),  # one byte more: whole MiB, fewer in flight
+        (500 * GiB, 52 * MiB, 1),
+        (5 * 1024 * GiB, 525 * MiB, 1),  # S3's largest object
+    ],
+)
+def test_the_part_size_fits_the_part_limit_within_the_memory_bound(
+    size: int | None, part_size: int, in_flight: int
+) -> None:
+    settings = S3Settings(part_size=16 * MiB, parts_in_flight=4)
+    assert settings.upload_part_size(size) == part_size
+    assert settings.upload_parts_in_flight(part_size) == in_flight
+    assert size is None or -(-size // part_size) <= 10_000
+
+
+@pytest.fixture
+def three_parts(proxied: Proxied) -> S3Storage:
+    """The proxied storage, with a part limit of 2 (S3's minimum part is 5 MiB, so
+    10,000 of them would not fit a test)."""
+    proxied.client.settings = dataclasses.replace(proxied.client.settings, max_parts=2)
+    return S3Storage(proxied.storage.bucket, proxied.client)
+
+
+def _part_sizes(proxied: Proxied) -> list[int]:
+    return [
+        int(head.headers["content-length"])
+        for head in proxied.proxy.log
+        if head.method == "PUT" and "partNumber=" in head.target
+    ]
+
+
+async def test_a_local_file_too_big_for_the_part_limit_goes_in_bigger_parts(
+    tmp_path: Path, proxied: Proxied, three_parts: S3Storage, bucket: str
+) -> None:
+    """Three parts' worth in a limit of two: parts of 8 MiB (whole MiB), each signed by
+    the digest the pre-pass hashed at that size, and the object lands whole."""
+    data = os.urandom(3 * PART)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/big.bin").write_bytes(data)
+    job = await upload_job(
+        tmp_path, LocalStorage("local-0", tmp_path / "data"), bucket, three_parts
+    )
+    assert job.status is JobStatus.COMPLETED, job.errors
+    assert _part_sizes(proxied) == [8 * MiB, 3 * PART - 8 * MiB]
+    signed = [
+        head.headers["x-amz-content-sha256"]
+        for head in proxied.proxy.log
+        if head.method == "PUT" and "partNumber=" in head.target
+    ]
+    assert signed == [sha(data[: 8 * MiB]), sha(data[8 * MiB :])]
+    assert await download(three_parts, "up/big.bin") == data
+
+
+async def test_bytes_past_the_part_limit_fail_clearly_and_leave_no_upload(
+    three_parts: S3Storage, admin: Any, bucket: str
+) -> None:
+    """A writer not told its size cannot raise its parts: the part past the limit is
+    refused before S3 would refuse it, and the upload is aborted."""
+    writer = await three_parts.open_writer(
+        "d/grows.bin", conflict=Conflict.OVERWRITE, tag=uuid.uuid4().hex
+    )
+    try:
+        with pytest.raises(StorageError) as caught:
+            await writer.write(randbytes(3 * PART))
+            await writer.commit(sha256=sha(b""), mtime_ns=None)
+    finally:
+        await cleanup(writer.abort)
+    assert caught.value.code == "TooManyParts"
+    assert "s3.part_size_mib" in str(caught.value)
+    assert uploads(admin, bucket) == []
