@@ -32,9 +32,11 @@ Contract: one task receives and one task sends at a time, and the two may overla
 (Hypercorn reads the next bytes while the app answers): each of reading the
 socket and writing it is one task's turn at a time, and an alert or close_notify
 never cuts into a send that is part-way. Like :class:`.http11.Connection`'s plain-socket path,
-and unlike trio's own streams, an operation is a checkpoint only when it waits: a
-send the kernel takes whole, or a receive of records already in, returns at once
-(a receive waits at least every :data:`FEED_BYTES` of ciphertext). Transport failures
+and unlike trio's own streams, an operation is a checkpoint only when it waits or
+reads the socket: a send the kernel takes whole, or a receive of records already
+in, returns at once (a receive checkpoints at least every :data:`FEED_BYTES` of
+ciphertext; the socket is read first and waited on only when it has nothing, as
+trio's sockets do, saving an epoll round trip per feed mid-body). Transport failures
 and TLS errors are :class:`trio.BrokenResourceError` (a tampered record after good
 ones too: only a ragged EOF is the end); after one, or after a send that was
 cancelled part-way, the stream stays broken.
@@ -170,13 +172,23 @@ class TlsStream(trio.abc.Stream):
         if not buffer:
             raise ValueError("an empty buffer")
         count = await self._receive(partial(self._decrypt_into, buffer), 0)
-        while (
-            count
-            and count < len(buffer)
-            and (got := self._more(partial(self._decrypt_into, buffer[count:])))
-        ):
-            count += got
-        return count
+        return count + self._decrypt_more(buffer, count) if count else 0
+
+    def _decrypt_more(self, buffer: memoryview, start: int) -> int:
+        """Decrypt the whole records already received into ``buffer[start:]``, without
+        waiting, in one tight loop (a record is 16 KiB: 65,536 of them a GiB); how
+        many bytes. A failure is kept for the next receive, as :meth:`_more` does."""
+        # typeshed has read() return bytes; given a buffer, it returns the count
+        read = cast(Callable[[int, memoryview], int], self._tls.read)
+        size, count = len(buffer), start
+        try:
+            while count < size and (got := read(size - count, buffer[count:])):
+                count += got
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            self._fail(exc)
+        return count - start
 
     def _more(self, read: Callable[[], T]) -> T | None:
         """``read()`` from the records already received, without waiting; ``None`` when
@@ -305,12 +317,15 @@ class TlsStream(trio.abc.Stream):
             return
         buffer = _feed_buffer()
         self._reading.take()
+        waited = False
         try:
+            await trio.lowlevel.checkpoint_if_cancelled()
             while True:
-                await trio.lowlevel.wait_readable(self._socket)
                 try:
                     count = os.readv(self._fd, [buffer])
                 except BlockingIOError:
+                    await trio.lowlevel.wait_readable(self._socket)
+                    waited = True
                     continue
                 except OSError as exc:
                     self._break(exc)
@@ -319,9 +334,11 @@ class TlsStream(trio.abc.Stream):
                     self._incoming.write(buffer[:count])
                 else:
                     self._incoming.write_eof()
-                return
+                break
         finally:
             self._reading.give_back()
+        if not waited:  # the bytes were there already: still let other tasks run
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _flush(self) -> None:
         """Write out what OpenSSL produced, after any other task's write in progress;

@@ -377,3 +377,40 @@ async def test_a_send_cut_short_is_not_forgotten_at_the_end(cert_pair: tuple[Pat
         assert isinstance(outcome, trio.BrokenResourceError)  # the break, not a clean end
         with pytest.raises(trio.BrokenResourceError):
             await server.send_all(b"after a truncated record")
+
+
+async def test_a_receive_checkpoints_when_it_reads_the_socket_and_only_then(
+    cert_pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes already in the socket are read without waiting on epoll, but the receive
+    that reads them is still a checkpoint (a long body cannot starve other tasks, and
+    a cancelled one stops there); records already fed to OpenSSL need none."""
+    async with _pair(cert_pair) as (client, server):
+        await _handshake(client, server)
+        await server.send_all(b"x" * 40_000)  # three records, in the socket before we ask
+        waits = []
+        wait_readable = trio.lowlevel.wait_readable
+
+        async def counted(sock: trio.socket.SocketType) -> None:
+            waits.append(sock)
+            await wait_readable(sock)
+
+        monkeypatch.setattr(trio.lowlevel, "wait_readable", counted)
+        buffer = memoryview(bytearray(1000))
+        with trio.testing.assert_checkpoints():
+            assert await client.receive_into(buffer) == 1000  # read from the socket
+        assert waits == []  # the bytes were there: no epoll round trip
+        with trio.testing.assert_no_checkpoints():
+            assert await client.receive_into(buffer) == 1000  # from what was fed
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            rest = memoryview(bytearray(40_000))
+            assert await client.receive_into(rest) == 38_000  # fed already: no checkpoint
+            await client.receive_into(buffer)  # must read the socket: cancelled there
+        assert scope.cancelled_caught
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.receive_into, buffer)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(waits) == 1  # nothing there: it waits on epoll
+            await server.send_all(b"after")
+        assert bytes(buffer[:5]) == b"after"  # nothing was lost or broken
