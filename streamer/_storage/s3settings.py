@@ -103,8 +103,10 @@ class S3Settings:
     def upload_parts_in_flight(self, part_size: int) -> int:
         """How many parts of ``part_size`` bytes an upload holds at once:
         ``parts_in_flight``, fewer for raised parts, so that its memory stays within
-        ``parts_in_flight * self.part_size`` (at least one part)."""
-        return max(1, self.parts_in_flight * self.part_size // part_size)
+        ``parts_in_flight * self.part_size``, but never fewer than two (or the
+        configured one): with one, a part could not be read while the last uploads."""
+        fitting = self.parts_in_flight * self.part_size // part_size
+        return max(min(2, self.parts_in_flight), fitting)
 
     @property
     def signs_payload(self) -> bool:

@@ -58,6 +58,7 @@ from .._errors import StorageError
 from .background import BackgroundTasks
 from .base import Conflict
 from .local import temp_name
+from .s3body import sha256_hex
 from .s3errors import PRECONDITION_FAILED, SOURCE_CHANGED, S3Error
 from .s3parts import PartBuffer
 
@@ -125,8 +126,8 @@ class S3Writer:
     :class:`~streamer._storage.base.PartLender`), under the same bound.
     ``size`` announces how many bytes will come: an object too big for
     ``max_parts`` parts of ``part_size`` gets bigger parts, fewer at once
-    (:meth:`S3Settings.upload_part_size`: the memory bound holds). Without it a
-    part past the limit fails ``TooManyParts`` before it is sent.
+    (:meth:`S3Settings.upload_part_size`: the memory bound holds down to two
+    parts). Without it a part past the limit fails ``TooManyParts`` before it is sent.
 
     ``sha256`` announces the digest of the bytes to come: a multipart object
     is then uploaded directly to its final key (except under ``rename``) with
@@ -160,6 +161,7 @@ class S3Writer:
         self._direct = self._announced is not None and conflict is not Conflict.RENAME
         self._upload_key = path if self._direct else self._staging
         settings = storage.settings
+        assert sha256 is not None or not part_sha256s, "part digests without the whole's"
         self._part_size = settings.upload_part_size(size)
         self._part_sha256s = part_sha256s
         self._buffer = PartBuffer(self._part_size)
@@ -238,6 +240,8 @@ class S3Writer:
         except S3Error as exc:
             if announced is None or exc.code != CONTENT_SHA256_MISMATCH:
                 raise
+            if await sha256_hex(data) == announced:
+                raise  # the bytes are the ones hashed first: damaged on the wire
             raise StorageError(
                 f"{self._path}: part {number} does not hash to the {announced} announced "
                 "(the source changed?)",

@@ -170,3 +170,22 @@ async def test_a_part_the_server_finds_changed_fails_the_file_as_source_changed(
     assert "part 1" in job.errors[0].message
     assert keys(admin, bucket) == []
     assert uploads(admin, bucket) == []
+
+
+async def test_a_part_damaged_on_the_wire_is_not_taken_for_a_changed_source(
+    tmp_path: Path, proxied: Proxied, admin: Any, bucket: str
+) -> None:
+    """The server refuses a part whose bytes are still the ones hashed first: they were
+    damaged in transit, and the job says so in S3's words, not ``SourceChanged``."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/big.bin").write_bytes(os.urandom(2 * PART + 1))
+    mismatch = s3_error_body("XAmzContentSHA256Mismatch", "The content SHA-256 does not match.")
+    proxied.proxy.fail_next(
+        status=400, body=mismatch, when=lambda head: "partNumber=1&" in head.target
+    )
+    local = LocalStorage("local-0", tmp_path / "data")
+    job = await upload_job(tmp_path, local, bucket, proxied.storage)
+    assert job.status is JobStatus.FAILED
+    assert [e.error for e in job.errors] == ["XAmzContentSHA256Mismatch"]
+    assert keys(admin, bucket) == []
+    assert uploads(admin, bucket) == []

@@ -7,9 +7,10 @@ import dataclasses
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+import trio
 
 from streamer._concurrency import cleanup
 from streamer._engine import JobStatus
@@ -29,8 +30,9 @@ from .helpers import download, randbytes, sha, upload_job, uploads
         (None, 16 * MiB, 4),  # not known: as configured
         (16 * MiB * 10_000, 16 * MiB, 4),  # exactly 10,000 parts still fit
         (16 * MiB * 10_000 + 1, 17 * MiB, 3),  # one byte more: whole MiB, fewer in flight
-        (500 * GiB, 52 * MiB, 1),
-        (5 * 1024 * GiB, 525 * MiB, 1),  # S3's largest object
+        (300 * GiB, 31 * MiB, 2),
+        (500 * GiB, 52 * MiB, 2),  # never fewer than two: one is read while one goes up
+        (5 * 1024 * GiB, 525 * MiB, 2),  # S3's largest object
     ],
 )
 def test_the_part_size_fits_the_part_limit_within_the_memory_bound(
@@ -97,3 +99,45 @@ async def test_bytes_past_the_part_limit_fail_clearly_and_leave_no_upload(
     assert caught.value.code == "TooManyParts"
     assert "s3.part_size_mib" in str(caught.value)
     assert uploads(admin, bucket) == []
+
+
+class _SlowParts:
+    """An S3 client stub whose part uploads take a while, counting how many overlap."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self.nursery: trio.Nursery | None = None
+        self.uploading = self.most = 0
+
+    async def create_multipart_upload(self, bucket: str, key: str, **kwargs: Any) -> str:
+        return "upload-1"
+
+    async def upload_part(self, *args: Any, **kwargs: Any) -> str:
+        self.uploading += 1
+        self.most = max(self.most, self.uploading)
+        await trio.sleep(0.02)
+        self.uploading -= 1
+        return '"etag"'
+
+    async def abort_multipart_upload(self, *args: Any) -> None:
+        pass
+
+
+async def test_raised_parts_go_fewer_at_once() -> None:
+    """Parts raised to 8 MiB under a 4 x 5 MiB budget: two in flight, not four."""
+    settings = S3Settings(part_size=PART, parts_in_flight=4, max_parts=3)
+    client = _SlowParts(settings)
+    async with trio.open_nursery() as nursery:
+        client.nursery = nursery
+        storage = S3Storage("b", cast(Any, client))
+        data = bytes(24 * MiB)  # three 8 MiB parts
+        writer = await storage.open_writer(
+            "big.bin", conflict=Conflict.OVERWRITE, tag="t", size=len(data), sha256=sha(data)
+        )
+        try:
+            await writer.write(data)
+            await writer._upload_rest()  # every part up, short of publishing
+        finally:
+            await cleanup(writer.abort)
+    assert settings.upload_part_size(24 * MiB) == 8 * MiB
+    assert client.most == 2
