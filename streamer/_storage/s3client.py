@@ -195,13 +195,18 @@ class S3Client(MultipartOps):
                 chunks.append(chunk)
         return b"".join(chunks)
 
-    def _error(self, req: Request, status: int, body: bytes) -> S3Error:
+    def _error(self, req: Request, response: Response, body: bytes) -> S3Error:
+        status = response.status
         parsed = s3xml.parse_error(body) if body else None
         if parsed is not None:
             code, message = parsed
         else:
             code = code_for_status(status)
             message = f"{req.describe()}: HTTP {status}"
+        region = response.headers.get("x-amz-bucket-region")
+        if region and region != self.settings.region:  # AWS names the bucket's own region
+            configured = self.settings.region
+            message += f" (bucket {req.bucket} is in {region}, not {configured}: set s3.region)"
         return s3_error(message, code=code, status=status)
 
     @property
@@ -236,7 +241,7 @@ class S3Client(MultipartOps):
         finally:
             await response.aclose()
         if response.status not in ok:
-            raise self._error(req, response.status, body)
+            raise self._error(req, response, body)
         if error_in_body and (parsed := s3xml.parse_error(body)) is not None:
             raise s3_error(parsed[1], code=parsed[0], status=response.status)
         return Reply(response.status, response.headers, body)
@@ -252,7 +257,7 @@ class S3Client(MultipartOps):
                 body = await self._read_body(response, req)
             finally:
                 await response.aclose()
-            raise self._error(req, response.status, body)
+            raise self._error(req, response, body)
 
         return await self._retrying(attempt)
 

@@ -194,6 +194,38 @@ async def test_head_of_a_large_object() -> None:
         assert await client.head_object("b", "missing") is None
 
 
+async def test_a_bucket_in_another_region_is_named_in_the_error() -> None:
+    """AWS answers a request for a bucket of another region with its region in
+    ``x-amz-bucket-region`` (a HEAD has no body to say more than 301): the error
+    says which region, and which setting to change; a matching region adds nothing."""
+    elsewhere = {"x-amz-bucket-region": "eu-west-1"}
+    body = s3_error_body(
+        "PermanentRedirect",
+        "The bucket you are attempting to access must be addressed using the specified endpoint.",
+    )
+    transport, _ = scripted(
+        reply(301, headers=elsewhere),
+        reply(301, body, headers=elsewhere),
+        reply(
+            403,
+            s3_error_body("AccessDenied", "Access Denied"),
+            {"x-amz-bucket-region": "us-east-1"},
+        ),
+    )
+    async with S3Client(settings(region="us-east-1"), transport=transport) as client:
+        with pytest.raises(S3Error) as head:
+            await client.head_object("b", "k")
+        with pytest.raises(S3Error) as get:
+            await client.list_objects_page("b", "")
+        with pytest.raises(S3Error) as denied:
+            await client.list_objects_page("b", "")
+    hint = "(bucket b is in eu-west-1, not us-east-1: set s3.region)"
+    assert head.value.code == "PermanentRedirect" and str(head.value).endswith(hint)
+    assert get.value.code == "PermanentRedirect" and str(get.value).endswith(hint)
+    assert "addressed using the specified endpoint" in str(get.value)
+    assert denied.value.code == "AccessDenied" and "s3.region" not in str(denied.value)
+
+
 def test_urls() -> None:
     path = S3Client(settings())
     assert path.url("b", "k/x y") == "http://s3.test:9000/b/k/x%20y"
