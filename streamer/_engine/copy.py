@@ -28,17 +28,20 @@ local file). The bytes copied are hashed all the same, and the writer refuses
 to publish if they hash to anything else (the file changed in between). When the
 writer signs each part by its SHA-256 (S3 over plain http), that pre-pass also
 hashes the parts, in a second thread: the upload then hashes each byte once, not
-twice, and a part that changed since is refused by the server.
+twice, and a part that changed since is refused by the server. The pre-pass of the
+next big file runs while one uploads (:class:`_DigestsAhead`).
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
+import trio
 
 from .._concurrency import cleanup, for_each, open_nursery
 from .._errors import SOURCE_CHANGED, ChecksumMismatch, StorageError, StreamerError
@@ -163,12 +166,16 @@ class CopyRunner:
         ends, conflict = self._ends(job)
         todo = [f for f in job.files if not f.status.finished]
 
-        async def copy(file: FileTask) -> None:
-            await self._copy(job, file, ends, conflict, control)
-
         async with open_nursery() as nursery:
-            for files, in_flight in _by_size(todo):
-                nursery.start_soon(for_each, files, in_flight, copy)
+            digests = _DigestsAhead(nursery, ends, todo)
+
+            async def copy(file: FileTask) -> None:
+                await self._copy(job, file, ends, conflict, control, digests)
+
+            async with open_nursery() as copies:
+                for files, in_flight in _by_size(todo):
+                    copies.start_soon(for_each, files, in_flight, copy)
+            nursery.cancel_scope.cancel()  # a digest taken ahead for a file not copied
 
     async def _copy(
         self,
@@ -177,6 +184,7 @@ class CopyRunner:
         ends: Ends,
         conflict: Conflict,
         control: JobControl,
+        digests: _DigestsAhead,
     ) -> None:
         control.file_started(file)
         try:
@@ -195,7 +203,7 @@ class CopyRunner:
                     self._report_copy(control, file, copied)
                     return
             progress = Progress(lambda loaded: control.file_progress(file, loaded))
-            writer = await _open_writer(file, ends, conflict, staging_tag(job, file))
+            writer = await _open_writer(file, ends, conflict, staging_tag(job, file), digests)
             try:
                 declared: list[str] = []  # what the source declares, learned while reading
                 sha256 = await _move_bytes(
@@ -224,6 +232,76 @@ class CopyRunner:
             control.file_skipped(file)
         else:
             control.file_completed(file, sha256=result.sha256, final_path=result.path)
+
+
+class _DigestsAhead:
+    """The pre-pass digests of a job's files (:meth:`HashableSource.file_digest`),
+    one file ahead: when a file takes its digest, the next file that will need one
+    starts hashing in the background, on a core the upload leaves idle, so its own
+    upload does not wait for it. Big files go one at a time, in list order
+    (:data:`LARGE_FILES_IN_FLIGHT`), so "next" is the next such file in the list.
+    A digest taken ahead is of the file as it was then; the writer's commit still
+    checks the bytes sent against it, as for one taken just before."""
+
+    def __init__(self, nursery: trio.Nursery, ends: Ends, files: list[FileTask]) -> None:
+        self._nursery = nursery
+        self._hashable = ends.hashable
+        self._digest_first = ends.digest_first
+        hashed = [file for file in files if self._needs(file)]
+        self._after = {a.index: b for a, b in itertools.pairwise(hashed)}
+        self._ahead: dict[int, _Outcome] = {}
+
+    def _needs(self, file: FileTask) -> bool:
+        return (
+            self._hashable is not None
+            and self._digest_first is not None
+            and file.expected_sha256 is None
+            and self._digest_first.wants_sha256_first(file.size)
+        )
+
+    async def take(self, file: FileTask) -> FileDigest | None:
+        """``file``'s digest (hashed now, or awaited if hashed ahead); ``None`` when the
+        source cannot hash it. Starts hashing the next file that needs it."""
+        if not self._needs(file):
+            return None
+        following = self._after.get(file.index)
+        if following is not None and following.index not in self._ahead:
+            self._ahead[following.index] = outcome = _Outcome()
+            self._nursery.start_soon(outcome.capture, self._digest, following)
+        ahead = self._ahead.pop(file.index, None)
+        if ahead is None:
+            return await self._digest(file)
+        return await ahead.result()
+
+    async def _digest(self, file: FileTask) -> FileDigest:
+        assert self._hashable is not None and self._digest_first is not None
+        part_size = self._digest_first.signed_part_size(file.size)
+        return await self._hashable.file_digest(file.source, part_size=part_size)
+
+
+class _Outcome:
+    """A digest being taken in the background: awaited by whoever takes it."""
+
+    def __init__(self) -> None:
+        self._done = trio.Event()
+        self._value: FileDigest | None = None
+        self._error: StreamerError | None = None
+
+    async def capture(
+        self, digest: Callable[[FileTask], Awaitable[FileDigest]], file: FileTask
+    ) -> None:
+        try:
+            self._value = await digest(file)
+        except StreamerError as exc:  # the file's own copy reports it, when it comes
+            self._error = exc
+        self._done.set()
+
+    async def result(self) -> FileDigest:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 def _by_size(files: list[FileTask]) -> list[tuple[list[FileTask], int]]:
@@ -310,7 +388,9 @@ async def _move_small(
     return hashlib.sha256(data).hexdigest()
 
 
-async def _open_writer(file: FileTask, ends: Ends, conflict: Conflict, tag: str) -> Writer:
+async def _open_writer(
+    file: FileTask, ends: Ends, conflict: Conflict, tag: str, digests: _DigestsAhead
+) -> Writer:
     """The destination's writer for ``file``, told the file's size when it takes it
     (S3: parts sized to fit its part limit), and the digest up front when that helps
     the destination and the digest is declared or cheap to get (module doc)."""
@@ -321,9 +401,8 @@ async def _open_writer(file: FileTask, ends: Ends, conflict: Conflict, tag: str)
     if digest_first.wants_sha256_first(file.size):
         if file.expected_sha256 is not None:
             digest = FileDigest(file.expected_sha256)
-        elif ends.hashable is not None:
-            part_size = digest_first.signed_part_size(file.size)
-            digest = await ends.hashable.file_digest(file.source, part_size=part_size)
+        else:
+            digest = await digests.take(file)
     return await digest_first.open_writer(
         file.destination,
         conflict=conflict,

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from streamer._concurrency import cleanup
 from streamer._engine import JobStatus
 from streamer._errors import StorageError
 from streamer._storage import FileDigest, LocalStorage, s3body, s3client
 from streamer._storage.base import Conflict
+from streamer._storage.registry import Locations
 from streamer._storage.s3 import S3Storage
 from streamer._storage.s3client import S3Client
 from streamer._storage.s3settings import S3Settings
 from streamer._storage.s3writer import format_mtime
+from tests.support.engine import run_job
 from tests.support.faultproxy import FaultProxy, RequestHead, s3_error_body
 
 from .conftest import PART, Proxied
@@ -188,4 +192,82 @@ async def test_a_part_damaged_on_the_wire_is_not_taken_for_a_changed_source(
     assert job.status is JobStatus.FAILED
     assert [e.error for e in job.errors] == ["XAmzContentSHA256Mismatch"]
     assert keys(admin, bucket) == []
+    assert uploads(admin, bucket) == []
+
+
+class RecordingLocal(LocalStorage):
+    """A local disk that tells when each file's pre-pass digest starts."""
+
+    def __init__(self, *args: Any, started: dict[str, threading.Event]) -> None:
+        super().__init__(*args)
+        self.started = started
+
+    async def file_digest(self, path: str, *, part_size: int | None = None) -> FileDigest:
+        self.started[path].set()
+        return await super().file_digest(path, part_size=part_size)
+
+
+async def test_the_next_big_file_is_hashed_while_one_uploads(
+    tmp_path: Path, proxied: Proxied, bucket: str
+) -> None:
+    """Big files upload one at a time, and each needs its digest first: the next
+    one's is taken while the one before uploads. Here the first file's parts are
+    held until the second's digest has started, so this cannot finish otherwise."""
+    (tmp_path / "data").mkdir()
+    contents = {name: os.urandom(2 * PART + 1) for name in ("a.bin", "b.bin", "c.bin")}
+    for name, data in contents.items():
+        (tmp_path / "data" / name).write_bytes(data)
+    started = {name: threading.Event() for name in contents}
+    proxied.proxy.stall_after(
+        0, release=started["b.bin"], when=lambda head: "/up/a.bin?partNumber=1&" in head.target
+    )
+    local = RecordingLocal("local-0", tmp_path / "data", started=started)
+    where = Locations([local], buckets=lambda name: S3Storage(name, proxied.client))
+    body = {
+        "source": {"type": "local", "locationId": "local-0", "path": "/"},
+        "destination": {"type": "s3", "locationId": bucket, "path": "up"},
+        "items": [{"path": name, "type": "file"} for name in contents],
+    }
+    with trio.fail_after(30):
+        job, store = await run_job(tmp_path, where, body)
+    store.close()
+    assert job.status is JobStatus.COMPLETED, job.errors
+    assert proxied.proxy.stalled == 1
+    for name, data in contents.items():
+        assert await download(proxied.storage, f"up/{name}") == data
+
+
+class VanishingLocal(LocalStorage):
+    """A local disk where ``b.bin`` is gone by the time its digest is taken."""
+
+    async def file_digest(self, path: str, *, part_size: int | None = None) -> FileDigest:
+        if path == "b.bin":
+            os.unlink(self.resolve(path))
+        return await super().file_digest(path, part_size=part_size)
+
+
+async def test_a_file_gone_before_its_digest_ahead_fails_alone(
+    tmp_path: Path, storage: S3Storage, admin: Any, bucket: str
+) -> None:
+    (tmp_path / "data").mkdir()
+    for name in ("a.bin", "b.bin", "c.bin"):
+        (tmp_path / "data" / name).write_bytes(os.urandom(2 * PART + 1))
+    where = Locations(
+        [VanishingLocal("local-0", tmp_path / "data")],
+        buckets=lambda name: S3Storage(name, storage.client),
+    )
+    body = {
+        "source": {"type": "local", "locationId": "local-0", "path": "/"},
+        "destination": {"type": "s3", "locationId": bucket, "path": "up"},
+        "items": [{"path": name, "type": "file"} for name in ("a.bin", "b.bin", "c.bin")],
+    }
+    job, store = await run_job(tmp_path, where, body)
+    store.close()
+    assert [(f.source, f.status.value) for f in job.files] == [
+        ("a.bin", "completed"),
+        ("b.bin", "error"),
+        ("c.bin", "completed"),
+    ]
+    assert [e.error for e in job.errors] == ["NotFound"]
+    assert keys(admin, bucket) == ["up/a.bin", "up/c.bin"]
     assert uploads(admin, bucket) == []
