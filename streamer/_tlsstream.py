@@ -293,9 +293,11 @@ class TlsStream(trio.abc.Stream):
             return result
 
     def _fail(self, exc: ssl.SSLError) -> None:
-        """The session failed: remember why and send the alert that tells the server."""
+        """The session failed: remember why and send the alert that tells the server
+        (unless the stream is closed: its descriptor may be another's now)."""
         self._break(exc)
-        self._write_what_fits()
+        if not self._closed:
+            self._write_what_fits()
 
     def _break(self, exc: BaseException) -> None:
         """The stream is broken from now on; the first reason is the one kept."""
@@ -321,6 +323,9 @@ class TlsStream(trio.abc.Stream):
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             while True:
+                # closed by another task since (at a checkpoint of this receive): the
+                # descriptor may be another connection's now
+                self._check_usable()
                 try:
                     count = os.readv(self._fd, [buffer])
                 except BlockingIOError:

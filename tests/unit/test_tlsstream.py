@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -414,3 +415,67 @@ async def test_a_receive_checkpoints_when_it_reads_the_socket_and_only_then(
             assert len(waits) == 1  # nothing there: it waits on epoll
             await server.send_all(b"after")
         assert bytes(buffer[:5]) == b"after"  # nothing was lost or broken
+
+
+class _Truncating(_Corrupting):
+    """A transport that, once armed, sends only the start of each send (part of a record)."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(bytes(data)[:10] if self.armed else data)
+
+
+class _ClosingAfterFirstFeed:
+    """The stream's incoming BIO, closing the stream (as another task's ``aclose`` at
+    the receive's checkpoint would) right after the first ciphertext is fed, and
+    handing the freed descriptor number to a new socketpair with bytes waiting."""
+
+    def __init__(self, stream: TlsStream) -> None:
+        self._stream, self._bio = stream, stream._incoming
+        self.victims: list[socket.socket] = []
+
+    @property
+    def pending(self) -> int:
+        return self._bio.pending
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        count = self._bio.write(data)
+        if not self.victims:
+            self._stream._closed = True  # what aclose does first, then:
+            self._stream.socket.close()
+            self.victims.extend(socket.socketpair())  # may take the freed descriptor
+            self.victims[0].setblocking(False)  # a stray read takes the bytes, never blocks
+            self.victims[1].send(b"STOLEN")
+        return count
+
+    def write_eof(self) -> None:
+        self._bio.write_eof()
+
+
+async def test_a_receive_stops_at_a_close_between_two_reads_of_the_socket(
+    cert_pair: tuple[Path, Path],
+) -> None:
+    """A receive that has fed part of a record lets other tasks run before reading
+    the socket again; if one closes the stream then, the receive stops with
+    ClosedResourceError and never reads the descriptor, which may be another
+    connection's by then (here a new socketpair's, with bytes waiting)."""
+    client_sock, server_sock = trio.socket.socketpair()
+    transport = _Truncating(trio.SocketStream(server_sock))
+    server = trio.SSLStream(
+        transport, _server_context(cert_pair, ssl.TLSVersion.TLSv1_3), server_side=True
+    )
+    context = ssl.create_default_context(cafile=str(cert_pair[0]))
+    client = TlsStream(client_sock, context, server_hostname="127.0.0.1")
+    closing = _ClosingAfterFirstFeed(client)
+    try:
+        await _handshake(client, server)
+        transport.armed = True
+        await server.send_all(b"a" * 1000)  # 10 bytes of its record reach the socket
+        client._incoming = closing  # type: ignore[assignment]
+        with trio.fail_after(5), pytest.raises(trio.ClosedResourceError):
+            await client.receive_into(memoryview(bytearray(2000)))
+        assert closing.victims[0].recv(100) == b"STOLEN"  # still there: left alone
+    finally:
+        for sock in closing.victims:
+            sock.close()
+        await client.aclose()
+        await trio.aclose_forcefully(server)
