@@ -167,10 +167,13 @@ class CopyRunner:
         todo = [f for f in job.files if not f.status.finished]
 
         async with open_nursery() as nursery:
-            digests = _DigestsAhead(nursery, ends, todo)
+            digests = _DigestsAhead(nursery, ends, conflict, todo)
 
             async def copy(file: FileTask) -> None:
-                await self._copy(job, file, ends, conflict, control, digests)
+                try:
+                    await self._copy(job, file, ends, conflict, control, digests)
+                finally:
+                    digests.forget(file)
 
             async with open_nursery() as copies:
                 for files, in_flight in _by_size(todo):
@@ -236,71 +239,101 @@ class CopyRunner:
 
 class _DigestsAhead:
     """The pre-pass digests of a job's files (:meth:`HashableSource.file_digest`),
-    one file ahead: when a file takes its digest, the next file that will need one
-    starts hashing in the background, on a core the upload leaves idle, so its own
-    upload does not wait for it. Big files go one at a time, in list order
-    (:data:`LARGE_FILES_IN_FLIGHT`), so "next" is the next such file in the list.
-    A digest taken ahead is of the file as it was then; the writer's commit still
-    checks the bytes sent against it, as for one taken just before."""
+    one file ahead: when a big file takes its digest, the next big file that will
+    need one starts hashing in the background, on a core the upload leaves idle, so
+    its own upload does not wait for it. Big files go one at a time, in list order
+    (:data:`LARGE_FILES_IN_FLIGHT`), so "next" is the next such file in the list;
+    smaller ones that need a digest (a part size under 8 MiB) take theirs when they
+    ask. Under ``skip`` a file whose destination exists is not hashed ahead, and a
+    file that ends without taking its digest has the one ahead cancelled
+    (:meth:`forget`). A digest taken ahead is of the file as it was then; the
+    writer's commit still checks the bytes sent against it, as for one taken just
+    before."""
 
-    def __init__(self, nursery: trio.Nursery, ends: Ends, files: list[FileTask]) -> None:
+    def __init__(
+        self, nursery: trio.Nursery, ends: Ends, conflict: Conflict, files: list[FileTask]
+    ) -> None:
         self._nursery = nursery
-        self._hashable = ends.hashable
-        self._digest_first = ends.digest_first
-        hashed = [file for file in files if self._needs(file)]
-        self._after = {a.index: b for a, b in itertools.pairwise(hashed)}
+        self._ends = ends
+        self._conflict = conflict
+        big = [file for file in files if file.size >= SMALL_FILE and self._needs(file)]
+        self._after = {a.index: b for a, b in itertools.pairwise(big)}
         self._ahead: dict[int, _Outcome] = {}
+        self._taken: set[int] = set()
 
     def _needs(self, file: FileTask) -> bool:
+        first = self._ends.digest_first
         return (
-            self._hashable is not None
-            and self._digest_first is not None
+            self._ends.hashable is not None
+            and first is not None
             and file.expected_sha256 is None
-            and self._digest_first.wants_sha256_first(file.size)
+            and first.wants_sha256_first(file.size)
         )
 
     async def take(self, file: FileTask) -> FileDigest | None:
         """``file``'s digest (hashed now, or awaited if hashed ahead); ``None`` when the
-        source cannot hash it. Starts hashing the next file that needs it."""
+        source cannot hash it. Starts hashing the next big file that needs it."""
         if not self._needs(file):
             return None
+        self._taken.add(file.index)
         following = self._after.get(file.index)
-        if following is not None and following.index not in self._ahead:
+        if (
+            following is not None
+            and following.index not in self._ahead
+            and following.index not in self._taken
+        ):
             self._ahead[following.index] = outcome = _Outcome()
-            self._nursery.start_soon(outcome.capture, self._digest, following)
+            self._nursery.start_soon(outcome.capture, self._digest_ahead, following)
         ahead = self._ahead.pop(file.index, None)
-        if ahead is None:
-            return await self._digest(file)
-        return await ahead.result()
+        digest = None if ahead is None else await ahead.result()
+        return digest if digest is not None else await self._digest(file)
+
+    def forget(self, file: FileTask) -> None:
+        """``file``'s copy is over: a digest of it still being taken ahead is not needed."""
+        ahead = self._ahead.pop(file.index, None)
+        if ahead is not None:
+            ahead.cancel()
+
+    async def _digest_ahead(self, file: FileTask) -> FileDigest | None:
+        """:meth:`_digest`, unless ``skip`` will skip the file (``None``: then not hashed)."""
+        if self._conflict is Conflict.SKIP and await self._ends.destination.stat(file.destination):
+            return None
+        return await self._digest(file)
 
     async def _digest(self, file: FileTask) -> FileDigest:
-        assert self._hashable is not None and self._digest_first is not None
-        part_size = self._digest_first.signed_part_size(file.size)
-        return await self._hashable.file_digest(file.source, part_size=part_size)
+        hashable, first = self._ends.hashable, self._ends.digest_first
+        assert hashable is not None and first is not None
+        part_size = first.signed_part_size(file.size)
+        return await hashable.file_digest(file.source, part_size=part_size)
 
 
 class _Outcome:
-    """A digest being taken in the background: awaited by whoever takes it."""
+    """A digest being taken in the background: awaited by whoever takes it, or
+    cancelled (then it is ``None``, as for a file not hashed ahead)."""
 
     def __init__(self) -> None:
         self._done = trio.Event()
+        self._scope = trio.CancelScope()
         self._value: FileDigest | None = None
-        self._error: StreamerError | None = None
+        self._error: Exception | None = None
 
     async def capture(
-        self, digest: Callable[[FileTask], Awaitable[FileDigest]], file: FileTask
+        self, digest: Callable[[FileTask], Awaitable[FileDigest | None]], file: FileTask
     ) -> None:
-        try:
-            self._value = await digest(file)
-        except StreamerError as exc:  # the file's own copy reports it, when it comes
-            self._error = exc
+        with self._scope:
+            try:
+                self._value = await digest(file)
+            except Exception as exc:  # raised to the file's own copy, when it comes
+                self._error = exc
         self._done.set()
 
-    async def result(self) -> FileDigest:
+    def cancel(self) -> None:
+        self._scope.cancel()
+
+    async def result(self) -> FileDigest | None:
         await self._done.wait()
         if self._error is not None:
             raise self._error
-        assert self._value is not None
         return self._value
 
 

@@ -204,7 +204,9 @@ class S3Client(MultipartOps):
             code = code_for_status(status)
             message = f"{req.describe()}: HTTP {status}"
         region = response.headers.get("x-amz-bucket-region")
-        if region and region != self.settings.region:  # AWS names the bucket's own region
+        # AWS's answers to a request for another region; other servers may send the
+        # header with every answer, where it tells nothing about the error
+        if status in (301, 307, 400) and region and region != self.settings.region:
             configured = self.settings.region
             message += f" (bucket {req.bucket} is in {region}, not {configured}: set s3.region)"
         return s3_error(message, code=code, status=status)

@@ -197,7 +197,8 @@ async def test_head_of_a_large_object() -> None:
 async def test_a_bucket_in_another_region_is_named_in_the_error() -> None:
     """AWS answers a request for a bucket of another region with its region in
     ``x-amz-bucket-region`` (a HEAD has no body to say more than 301): the error
-    says which region, and which setting to change; a matching region adds nothing."""
+    says which region, and which setting to change. A server that sends the header
+    with every answer gets no hint on errors that are not about regions."""
     elsewhere = {"x-amz-bucket-region": "eu-west-1"}
     body = s3_error_body(
         "PermanentRedirect",
@@ -206,11 +207,7 @@ async def test_a_bucket_in_another_region_is_named_in_the_error() -> None:
     transport, _ = scripted(
         reply(301, headers=elsewhere),
         reply(301, body, headers=elsewhere),
-        reply(
-            403,
-            s3_error_body("AccessDenied", "Access Denied"),
-            {"x-amz-bucket-region": "us-east-1"},
-        ),
+        reply(403, s3_error_body("AccessDenied", "Access Denied"), elsewhere),  # no redirect
     )
     async with S3Client(settings(region="us-east-1"), transport=transport) as client:
         with pytest.raises(S3Error) as head:

@@ -20,7 +20,7 @@ from streamer._storage.base import Conflict
 from streamer._storage.registry import Locations
 from streamer._storage.s3 import S3Storage
 from streamer._storage.s3client import S3Client
-from streamer._storage.s3settings import S3Settings
+from streamer._storage.s3settings import MiB, S3Settings
 from streamer._storage.s3writer import format_mtime
 from tests.support.engine import run_job
 from tests.support.faultproxy import FaultProxy, RequestHead, s3_error_body
@@ -271,3 +271,42 @@ async def test_a_file_gone_before_its_digest_ahead_fails_alone(
     assert [e.error for e in job.errors] == ["NotFound"]
     assert keys(admin, bucket) == ["up/a.bin", "up/c.bin"]
     assert uploads(admin, bucket) == []
+
+
+class CountingLocal(LocalStorage):
+    """A local disk that counts the pre-pass digests taken of each file."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.digests: dict[str, int] = {}
+
+    async def file_digest(self, path: str, *, part_size: int | None = None) -> FileDigest:
+        self.digests[path] = self.digests.get(path, 0) + 1
+        return await super().file_digest(path, part_size=part_size)
+
+
+async def test_no_file_is_hashed_twice_or_for_nothing(
+    tmp_path: Path, storage: S3Storage, admin: Any, bucket: str
+) -> None:
+    """Files of 6 MiB need a digest (parts of 5 MiB) but go several at once, so they
+    are hashed when they ask, never ahead; a big file ``skip`` will skip is not
+    hashed at all; every other file once."""
+    sizes = {"a.bin": 12, "b.bin": 12, "c.bin": 6, "d.bin": 12, "e.bin": 6}
+    (tmp_path / "data").mkdir()
+    for name, mib in sizes.items():
+        (tmp_path / "data" / name).write_bytes(os.urandom(mib * MiB))
+    admin.put_object(Bucket=bucket, Key="up/b.bin", Body=b"already there")
+    local = CountingLocal("local-0", tmp_path / "data")
+    where = Locations([local], buckets=lambda name: S3Storage(name, storage.client))
+    body = {
+        "source": {"type": "local", "locationId": "local-0", "path": "/"},
+        "destination": {"type": "s3", "locationId": bucket, "path": "up"},
+        "items": [{"path": name, "type": "file"} for name in sizes],
+        "conflictResolution": "skip",
+    }
+    job, store = await run_job(tmp_path, where, body)
+    store.close()
+    assert job.status is JobStatus.COMPLETED, job.errors
+    assert [f.status.value for f in job.files] == ["completed", "skipped", *["completed"] * 3]
+    assert local.digests == {"a.bin": 1, "c.bin": 1, "d.bin": 1, "e.bin": 1}
+    assert admin.get_object(Bucket=bucket, Key="up/b.bin")["Body"].read() == b"already there"
