@@ -204,18 +204,31 @@ class _Corrupting(trio.abc.Stream):
         await self.inner.aclose()
 
 
-async def test_a_tampered_record_after_good_ones_is_an_error_not_the_end(
-    cert_pair: tuple[Path, Path],
-) -> None:
+@asynccontextmanager
+async def _through(
+    cert_pair: tuple[Path, Path], fault: type[_Corrupting]
+) -> AsyncIterator[tuple[TlsStream, trio.SSLStream[_Corrupting], _Corrupting]]:
+    """``(client, server, transport)`` after the handshake, the server sending through
+    ``fault`` (armed by the test)."""
     client_sock, server_sock = trio.socket.socketpair()
-    transport = _Corrupting(trio.SocketStream(server_sock))
+    transport = fault(trio.SocketStream(server_sock))
     server = trio.SSLStream(
         transport, _server_context(cert_pair, ssl.TLSVersion.TLSv1_3), server_side=True
     )
     context = ssl.create_default_context(cafile=str(cert_pair[0]))
     client = TlsStream(client_sock, context, server_hostname="127.0.0.1")
     try:
-        await _handshake(client, server)
+        await _handshake(client, server)  # type: ignore[arg-type]
+        yield client, server, transport
+    finally:
+        await client.aclose()
+        await trio.aclose_forcefully(server)
+
+
+async def test_a_tampered_record_after_good_ones_is_an_error_not_the_end(
+    cert_pair: tuple[Path, Path],
+) -> None:
+    async with _through(cert_pair, _Corrupting) as (client, server, transport):
         await server.send_all(b"a" * 100)
         transport.armed = True
         await server.send_all(b"b" * 100)  # both records wait in the socket: one feed
@@ -225,9 +238,6 @@ async def test_a_tampered_record_after_good_ones_is_an_error_not_the_end(
             await client.receive_into(buffer)
         assert isinstance(caught.value.__cause__, ssl.SSLError)
         assert not isinstance(caught.value.__cause__, ssl.SSLEOFError)
-    finally:
-        await client.aclose()
-        await trio.aclose_forcefully(server)
 
 
 async def test_a_buffer_smaller_than_a_record_gets_every_byte(
@@ -458,24 +468,15 @@ async def test_a_receive_stops_at_a_close_between_two_reads_of_the_socket(
     the socket again; if one closes the stream then, the receive stops with
     ClosedResourceError and never reads the descriptor, which may be another
     connection's by then (here a new socketpair's, with bytes waiting)."""
-    client_sock, server_sock = trio.socket.socketpair()
-    transport = _Truncating(trio.SocketStream(server_sock))
-    server = trio.SSLStream(
-        transport, _server_context(cert_pair, ssl.TLSVersion.TLSv1_3), server_side=True
-    )
-    context = ssl.create_default_context(cafile=str(cert_pair[0]))
-    client = TlsStream(client_sock, context, server_hostname="127.0.0.1")
-    closing = _ClosingAfterFirstFeed(client)
-    try:
-        await _handshake(client, server)
-        transport.armed = True
-        await server.send_all(b"a" * 1000)  # 10 bytes of its record reach the socket
-        client._incoming = closing  # type: ignore[assignment]
-        with trio.fail_after(5), pytest.raises(trio.ClosedResourceError):
-            await client.receive_into(memoryview(bytearray(2000)))
-        assert closing.victims[0].recv(100) == b"STOLEN"  # still there: left alone
-    finally:
-        for sock in closing.victims:
-            sock.close()
-        await client.aclose()
-        await trio.aclose_forcefully(server)
+    async with _through(cert_pair, _Truncating) as (client, server, transport):
+        closing = _ClosingAfterFirstFeed(client)
+        try:
+            transport.armed = True
+            await server.send_all(b"a" * 1000)  # 10 bytes of its record reach the socket
+            client._incoming = closing  # type: ignore[assignment]
+            with trio.fail_after(5), pytest.raises(trio.ClosedResourceError):
+                await client.receive_into(memoryview(bytearray(2000)))
+            assert closing.victims[0].recv(100) == b"STOLEN"  # still there: left alone
+        finally:
+            for sock in closing.victims:
+                sock.close()
