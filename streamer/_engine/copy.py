@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
+import outcome
 import trio
 
 from .._concurrency import cleanup, for_each, open_nursery
@@ -256,24 +257,31 @@ class _DigestsAhead:
         self._nursery = nursery
         self._ends = ends
         self._conflict = conflict
-        big = [file for file in files if file.size >= SMALL_FILE and self._needs(file)]
+        big = [file for file in files if file.size >= SMALL_FILE and self._hashed_first(file)]
         self._after = {a.index: b for a, b in itertools.pairwise(big)}
         self._ahead: dict[int, _Outcome] = {}
         self._taken: set[int] = set()
 
-    def _needs(self, file: FileTask) -> bool:
+    def _wanted(self, file: FileTask) -> bool:
+        """Whether the destination wants ``file``'s digest before its bytes."""
         first = self._ends.digest_first
+        return first is not None and first.wants_sha256_first(file.size)
+
+    def _hashed_first(self, file: FileTask) -> bool:
+        """Whether that digest is ours to take (none declared; the source can hash)."""
         return (
-            self._ends.hashable is not None
-            and first is not None
-            and file.expected_sha256 is None
-            and first.wants_sha256_first(file.size)
+            self._wanted(file) and file.expected_sha256 is None and self._ends.hashable is not None
         )
 
     async def take(self, file: FileTask) -> FileDigest | None:
-        """``file``'s digest (hashed now, or awaited if hashed ahead); ``None`` when the
-        source cannot hash it. Starts hashing the next big file that needs it."""
-        if not self._needs(file):
+        """``file``'s digest when its destination wants one first: the one its source
+        declares, else hashed now, or awaited if hashed ahead; ``None`` when it is not
+        wanted or the source cannot hash the file. Starts hashing the next big file."""
+        if not self._wanted(file):
+            return None
+        if file.expected_sha256 is not None:
+            return FileDigest(file.expected_sha256)
+        if self._ends.hashable is None:
             return None
         self._taken.add(file.index)
         following = self._after.get(file.index)
@@ -282,8 +290,8 @@ class _DigestsAhead:
             and following.index not in self._ahead
             and following.index not in self._taken
         ):
-            self._ahead[following.index] = outcome = _Outcome()
-            self._nursery.start_soon(outcome.capture, self._digest_ahead, following)
+            self._ahead[following.index] = pending = _Outcome()
+            self._nursery.start_soon(pending.capture, self._digest_ahead, following)
         ahead = self._ahead.pop(file.index, None)
         digest = None if ahead is None else await ahead.result()
         return digest if digest is not None else await self._digest(file)
@@ -314,17 +322,16 @@ class _Outcome:
     def __init__(self) -> None:
         self._done = trio.Event()
         self._scope = trio.CancelScope()
-        self._value: FileDigest | None = None
-        self._error: Exception | None = None
+        self._result: outcome.Outcome[FileDigest | None] | None = None  # None: cancelled
 
     async def capture(
         self, digest: Callable[[FileTask], Awaitable[FileDigest | None]], file: FileTask
     ) -> None:
         with self._scope:
             try:
-                self._value = await digest(file)
+                self._result = outcome.Value(await digest(file))
             except Exception as exc:  # raised to the file's own copy, when it comes
-                self._error = exc
+                self._result = outcome.Error(exc)
         self._done.set()
 
     def cancel(self) -> None:
@@ -332,9 +339,7 @@ class _Outcome:
 
     async def result(self) -> FileDigest | None:
         await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value
+        return None if self._result is None else self._result.unwrap()
 
 
 def _by_size(files: list[FileTask]) -> list[tuple[list[FileTask], int]]:
@@ -430,12 +435,7 @@ async def _open_writer(
     digest_first = ends.digest_first
     if digest_first is None:
         return await ends.destination.open_writer(file.destination, conflict=conflict, tag=tag)
-    digest = None
-    if digest_first.wants_sha256_first(file.size):
-        if file.expected_sha256 is not None:
-            digest = FileDigest(file.expected_sha256)
-        else:
-            digest = await digests.take(file)
+    digest = await digests.take(file)
     return await digest_first.open_writer(
         file.destination,
         conflict=conflict,

@@ -17,6 +17,7 @@ from streamer._storage.local import LocalStorage
 from streamer._storage.registry import Locations
 from streamer._storage.s3 import S3Storage
 from tests.support.engine import run_job
+from tests.support.faultproxy import FaultProxy, RequestHead
 
 
 def sha(data: bytes) -> str:
@@ -95,15 +96,29 @@ def uploads(admin: Any, bucket: str) -> list[str]:
     return [u["Key"] for u in admin.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
 
 
-async def upload_job(tmp_path: Path, local: LocalStorage, bucket: str, storage: S3Storage) -> Any:
-    """Run a copy job of ``big.bin`` from ``local``'s root to ``bucket``/``up`` (through
-    ``storage``'s client) to its end; returns the finished job."""
+async def upload_job(
+    tmp_path: Path,
+    local: LocalStorage,
+    bucket: str,
+    storage: S3Storage,
+    names: tuple[str, ...] = ("big.bin",),
+    **extra: Any,
+) -> Any:
+    """Run a copy job of the files ``names`` (``big.bin``) from ``local``'s root to
+    ``bucket``/``up`` (through ``storage``'s client) to its end; ``extra`` goes into
+    the request (``conflictResolution``...). Returns the finished job."""
     where = Locations([local], buckets=lambda name: S3Storage(name, storage.client))
     body = {
         "source": {"type": "local", "locationId": "local-0", "path": "/"},
         "destination": {"type": "s3", "locationId": bucket, "path": "up"},
-        "items": [{"path": "big.bin", "type": "file"}],
+        "items": [{"path": name, "type": "file"} for name in names],
+        **extra,
     }
     job, store = await run_job(tmp_path, where, body)
     store.close()
     return job
+
+
+def part_uploads(proxy: FaultProxy) -> list[RequestHead]:
+    """The UploadPart requests a fault proxy saw, in order."""
+    return [head for head in proxy.log if head.method == "PUT" and "partNumber=" in head.target]

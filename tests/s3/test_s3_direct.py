@@ -17,16 +17,14 @@ from streamer._engine import JobStatus
 from streamer._errors import StorageError
 from streamer._storage import FileDigest, LocalStorage, s3body, s3client
 from streamer._storage.base import Conflict
-from streamer._storage.registry import Locations
 from streamer._storage.s3 import S3Storage
 from streamer._storage.s3client import S3Client
 from streamer._storage.s3settings import MiB, S3Settings
 from streamer._storage.s3writer import format_mtime
-from tests.support.engine import run_job
-from tests.support.faultproxy import FaultProxy, RequestHead, s3_error_body
+from tests.support.faultproxy import s3_error_body
 
 from .conftest import PART, Proxied
-from .helpers import download, keys, randbytes, sha, upload, upload_job, uploads
+from .helpers import download, keys, part_uploads, randbytes, sha, upload, upload_job, uploads
 
 MTIME_NS = 1_600_000_000_123_456_789
 
@@ -120,10 +118,6 @@ async def test_unsigned_payloads_store_the_same_bytes(
     assert admin.head_object(Bucket=bucket, Key="u.bin")["Metadata"]["sha256"] == sha(data)
 
 
-def _part_uploads(proxy: FaultProxy) -> list[RequestHead]:
-    return [head for head in proxy.log if head.method == "PUT" and "partNumber=" in head.target]
-
-
 async def test_a_local_upload_signs_each_part_by_the_digest_hashed_first(
     tmp_path: Path, proxied: Proxied, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -144,7 +138,7 @@ async def test_a_local_upload_signs_each_part_by_the_digest_hashed_first(
     job = await upload_job(tmp_path, local, bucket, proxied.storage)
     assert job.status is JobStatus.COMPLETED, job.errors
     parts = [data[at : at + PART] for at in range(0, len(data), PART)]
-    signed = [head.headers["x-amz-content-sha256"] for head in _part_uploads(proxied.proxy)]
+    signed = [head.headers["x-amz-content-sha256"] for head in part_uploads(proxied.proxy)]
     assert signed == [sha(part) for part in parts]
     assert not [size for size in hashed if size >= PART]
     assert await download(proxied.storage, "up/big.bin") == data
@@ -222,15 +216,8 @@ async def test_the_next_big_file_is_hashed_while_one_uploads(
         0, release=started["b.bin"], when=lambda head: "/up/a.bin?partNumber=1&" in head.target
     )
     local = RecordingLocal("local-0", tmp_path / "data", started=started)
-    where = Locations([local], buckets=lambda name: S3Storage(name, proxied.client))
-    body = {
-        "source": {"type": "local", "locationId": "local-0", "path": "/"},
-        "destination": {"type": "s3", "locationId": bucket, "path": "up"},
-        "items": [{"path": name, "type": "file"} for name in contents],
-    }
     with trio.fail_after(30):
-        job, store = await run_job(tmp_path, where, body)
-    store.close()
+        job = await upload_job(tmp_path, local, bucket, proxied.storage, tuple(contents))
     assert job.status is JobStatus.COMPLETED, job.errors
     assert proxied.proxy.stalled == 1
     for name, data in contents.items():
@@ -252,17 +239,8 @@ async def test_a_file_gone_before_its_digest_ahead_fails_alone(
     (tmp_path / "data").mkdir()
     for name in ("a.bin", "b.bin", "c.bin"):
         (tmp_path / "data" / name).write_bytes(os.urandom(2 * PART + 1))
-    where = Locations(
-        [VanishingLocal("local-0", tmp_path / "data")],
-        buckets=lambda name: S3Storage(name, storage.client),
-    )
-    body = {
-        "source": {"type": "local", "locationId": "local-0", "path": "/"},
-        "destination": {"type": "s3", "locationId": bucket, "path": "up"},
-        "items": [{"path": name, "type": "file"} for name in ("a.bin", "b.bin", "c.bin")],
-    }
-    job, store = await run_job(tmp_path, where, body)
-    store.close()
+    local = VanishingLocal("local-0", tmp_path / "data")
+    job = await upload_job(tmp_path, local, bucket, storage, ("a.bin", "b.bin", "c.bin"))
     assert [(f.source, f.status.value) for f in job.files] == [
         ("a.bin", "completed"),
         ("b.bin", "error"),
@@ -297,15 +275,9 @@ async def test_no_file_is_hashed_twice_or_for_nothing(
         (tmp_path / "data" / name).write_bytes(os.urandom(mib * MiB))
     admin.put_object(Bucket=bucket, Key="up/b.bin", Body=b"already there")
     local = CountingLocal("local-0", tmp_path / "data")
-    where = Locations([local], buckets=lambda name: S3Storage(name, storage.client))
-    body = {
-        "source": {"type": "local", "locationId": "local-0", "path": "/"},
-        "destination": {"type": "s3", "locationId": bucket, "path": "up"},
-        "items": [{"path": name, "type": "file"} for name in sizes],
-        "conflictResolution": "skip",
-    }
-    job, store = await run_job(tmp_path, where, body)
-    store.close()
+    job = await upload_job(
+        tmp_path, local, bucket, storage, tuple(sizes), conflictResolution="skip"
+    )
     assert job.status is JobStatus.COMPLETED, job.errors
     assert [f.status.value for f in job.files] == ["completed", "skipped", *["completed"] * 3]
     assert local.digests == {"a.bin": 1, "c.bin": 1, "d.bin": 1, "e.bin": 1}

@@ -21,7 +21,7 @@ from streamer._storage.s3 import S3Storage
 from streamer._storage.s3settings import GiB, MiB, S3Settings
 
 from .conftest import PART, Proxied
-from .helpers import download, randbytes, sha, upload_job, uploads
+from .helpers import download, part_uploads, randbytes, sha, upload_job, uploads
 
 
 @pytest.mark.parametrize(
@@ -52,14 +52,6 @@ def three_parts(proxied: Proxied) -> S3Storage:
     return S3Storage(proxied.storage.bucket, proxied.client)
 
 
-def _part_sizes(proxied: Proxied) -> list[int]:
-    return [
-        int(head.headers["content-length"])
-        for head in proxied.proxy.log
-        if head.method == "PUT" and "partNumber=" in head.target
-    ]
-
-
 async def test_a_local_file_too_big_for_the_part_limit_goes_in_bigger_parts(
     tmp_path: Path, proxied: Proxied, three_parts: S3Storage, bucket: str
 ) -> None:
@@ -72,12 +64,9 @@ async def test_a_local_file_too_big_for_the_part_limit_goes_in_bigger_parts(
         tmp_path, LocalStorage("local-0", tmp_path / "data"), bucket, three_parts
     )
     assert job.status is JobStatus.COMPLETED, job.errors
-    assert _part_sizes(proxied) == [8 * MiB, 3 * PART - 8 * MiB]
-    signed = [
-        head.headers["x-amz-content-sha256"]
-        for head in proxied.proxy.log
-        if head.method == "PUT" and "partNumber=" in head.target
-    ]
+    parts = part_uploads(proxied.proxy)
+    assert [int(head.headers["content-length"]) for head in parts] == [8 * MiB, 3 * PART - 8 * MiB]
+    signed = [head.headers["x-amz-content-sha256"] for head in parts]
     assert signed == [sha(data[: 8 * MiB]), sha(data[8 * MiB :])]
     assert await download(three_parts, "up/big.bin") == data
 
